@@ -1,0 +1,551 @@
+package l4
+
+import (
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+const (
+	sideClient  = 0
+	sideBackend = 1
+)
+
+// Connection states.
+const (
+	stFree       uint8 = iota
+	stHeader           // reading the inbound PROXY header
+	stConnecting       // waiting for the backend's connect to finish
+	stForwarding
+)
+
+// half is one direction of a connection.
+//
+// Invariant: n is the number of bytes in p; p is held only while n > 0,
+// or within one pump call. An idle connection therefore holds no pipe.
+type half struct {
+	p    pipe
+	held bool
+	n    int
+	eof  bool // the source sent FIN (or the pipe drained after it)
+	shut bool // FIN passed on to the destination
+	bulk bool // splice rather than copy
+}
+
+// conn is one client connection and its backend connection. It is owned by
+// one loop; its slot is reused after it closes, with gen incremented.
+type conn struct {
+	slot      int32
+	gen       uint32
+	state     uint8
+	queued    bool
+	rd, wr    [2]bool // readiness seen from epoll, cleared on EAGAIN
+	fd        [2]int
+	up, down  half // client→backend, backend→client
+	timerTick int64
+	deadline  int64 // header or connect deadline
+	lastSeen  int64 // last time a byte moved, for idle_timeout
+
+	ln      *Listener
+	cfg     *ListenerConfig
+	snap    *pool.Snapshot // while connecting, for retries
+	backend *pool.Backend
+	tried   balancer.Tried
+	tries   int
+
+	client netip.AddrPort // the real client: the peer, or the PROXY header's source
+	local  netip.AddrPort // the address the client reached; from the header when there is one
+	header []byte         // outbound PROXY header still to send
+	// viaHeader is set when client and local came from an inbound PROXY
+	// header.
+	viaHeader bool
+}
+
+// due is c's next deadline, 0 for none.
+func (c *conn) due() int64 {
+	switch c.state {
+	case stHeader, stConnecting:
+		return c.deadline
+	case stForwarding:
+		if c.cfg.IdleTimeout > 0 {
+			return c.lastSeen + int64(c.cfg.IdleTimeout)
+		}
+	}
+	return 0
+}
+
+func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
+	cfg := ln.cfg.Load()
+	st := &ln.stats[l.id]
+	if cfg.MaxConnections > 0 && ln.active.Load() >= int64(cfg.MaxConnections) {
+		st.Rejected[RejectMaxConnections].Add(1)
+		rawResetClose(fd)
+		return
+	}
+	ln.active.Add(1)
+	st.Connections.Add(1)
+	l.activeConn++
+	l.activeCount.Store(l.activeConn)
+
+	c := l.allocConn()
+	c.gen = (c.gen + 1) & genMask
+	c.state = stConnecting
+	c.fd = [2]int{fd, -1}
+	c.rd = [2]bool{true, false}
+	c.wr = [2]bool{true, false}
+	c.up, c.down = half{}, half{}
+	c.timerTick = -1
+	c.ln, c.cfg = ln, cfg
+	c.client = peer
+	c.local = netip.AddrPort{}
+	c.viaHeader = false
+	c.tried.Reset()
+	c.tries = 0
+	c.header = nil
+	if err := l.register(c, fd, tagClient); err != nil {
+		l.log.Debug("epoll_ctl client", "err", err)
+		l.closeConn(c, true)
+		return
+	}
+	if cfg.AcceptProxy {
+		if !trusted(cfg.TrustedProxies, peer.Addr()) {
+			l.reject(c, RejectProxyHeader)
+			return
+		}
+		c.state = stHeader
+		c.deadline = l.now + int64(cfg.ProxyHeaderTimeout)
+		l.arm(c)
+		l.readHeader(c)
+		return
+	}
+	l.connect(c)
+}
+
+// reject closes a connection that was never forwarded.
+func (l *loop) reject(c *conn, reason int) {
+	c.ln.stats[l.id].Rejected[reason].Add(1)
+	l.closeConn(c, false)
+}
+
+func trusted(nets []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range nets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// connect picks a backend not yet tried and starts a non-blocking connect
+// to it. When every allowed attempt has failed, the client is closed and
+// counted as no_backend.
+func (l *loop) connect(c *conn) {
+	if c.snap == nil {
+		c.snap = c.cfg.Pool.Snapshot()
+	}
+	snap := c.snap
+	key := balancer.HashKey(c.client.Addr(), c.client.Port(), snap.HashPort)
+	for c.tries <= c.cfg.Retries && c.tried.Len() < balancer.MaxTried {
+		idx := snap.Balancer.Pick(key, l.id, &c.tried)
+		if idx < 0 {
+			break
+		}
+		c.tried.Add(idx)
+		b := snap.Backends[idx]
+		if b.MaxConn > 0 && b.Active.Load() >= b.MaxConn {
+			// A full backend is skipped; it does not use up a retry.
+			continue
+		}
+		c.tries++
+		fd, err := l.dial(b.Addr)
+		if err != nil {
+			l.log.Debug("connect failed", "backend", b.Name, "err", err)
+			b.Stats(l.id).ConnectErrors.Add(1)
+			c.cfg.Pool.ConnectFailed(b)
+			continue
+		}
+		b.Active.Add(1)
+		c.backend = b
+		c.fd[sideBackend] = fd
+		c.rd[sideBackend], c.wr[sideBackend] = false, false
+		if err := l.register(c, fd, tagBackend); err != nil {
+			l.log.Debug("epoll_ctl backend", "err", err)
+			l.closeConn(c, true)
+			return
+		}
+		c.state = stConnecting
+		c.deadline = l.now + int64(c.cfg.ConnectTimeout)
+		l.arm(c)
+		return
+	}
+	l.reject(c, RejectNoBackend)
+}
+
+// dial opens a non-blocking socket and starts connecting it.
+func (l *loop) dial(to netip.AddrPort) (int, error) {
+	sa := sockaddrFrom(to)
+	fd, err := rawSocket(sa.family())
+	if err != nil {
+		return -1, err
+	}
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err := rawConnect(fd, &sa); err != nil && err != unix.EINPROGRESS {
+		rawClose(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// connectFailed gives up on the current backend and tries the next.
+func (l *loop) connectFailed(c *conn, err error) {
+	b := c.backend
+	l.log.Debug("connect failed", "backend", b.Name, "err", err)
+	b.Stats(l.id).ConnectErrors.Add(1)
+	c.cfg.Pool.ConnectFailed(b)
+	b.Active.Add(-1)
+	c.backend = nil
+	rawClose(c.fd[sideBackend])
+	c.fd[sideBackend] = -1
+	l.connect(c)
+}
+
+// handle reacts to readiness on one side of c.
+func (l *loop) handle(c *conn, side int, events uint32) {
+	switch c.state {
+	case stHeader:
+		if side == sideClient {
+			l.readHeader(c)
+		}
+	case stConnecting:
+		if side != sideBackend || events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		if err := rawSoError(c.fd[sideBackend]); err != nil {
+			l.connectFailed(c, err)
+			return
+		}
+		if events&unix.EPOLLOUT == 0 {
+			return
+		}
+		l.connected(c)
+	case stForwarding:
+		l.service(c)
+	}
+}
+
+func (l *loop) connected(c *conn) {
+	b := c.backend
+	b.Stats(l.id).Connections.Add(1)
+	c.cfg.Pool.ConnectSucceeded(b)
+	c.snap = nil
+	c.state = stForwarding
+	c.lastSeen = l.now
+	c.rd[sideBackend], c.wr[sideBackend] = true, true
+	if c.cfg.ProxyProtocol != ProxyNone {
+		if !l.sendProxyHeader(c) {
+			return
+		}
+	}
+	l.arm(c)
+	l.service(c)
+}
+
+// sendProxyHeader writes the outbound PROXY header before any client byte.
+// The socket is freshly connected, so its send buffer has room; should a
+// write still come up short, the rest is parked in the upstream pipe,
+// which is drained before any client byte is read.
+func (l *loop) sendProxyHeader(c *conn) bool {
+	if !c.viaHeader {
+		var sa sockaddr
+		if err := rawGetsockname(c.fd[sideClient], &sa); err == nil {
+			c.local = sa.addrPort()
+		}
+	}
+	hdr, err := formatProxyHeader(c.cfg.ProxyProtocol, c.client, c.local)
+	if err != nil {
+		l.log.Debug("proxy header", "err", err)
+		l.closeConn(c, true)
+		return false
+	}
+	n, err := rawWrite(c.fd[sideBackend], hdr)
+	if err == unix.EAGAIN {
+		n, err = 0, nil
+	}
+	if err != nil {
+		l.closeConn(c, true)
+		return false
+	}
+	if n < len(hdr) {
+		if !l.park(c, &c.up, hdr[n:]) {
+			l.closeConn(c, true)
+			return false
+		}
+	}
+	return true
+}
+
+// park puts bytes that the destination would not take into h's pipe. The
+// pipe is empty when this is called and at least as large as the copy
+// buffer, so the write takes everything.
+func (l *loop) park(c *conn, h *half, b []byte) bool {
+	if !h.held {
+		p, err := l.getPipe()
+		if err != nil {
+			return false
+		}
+		h.p, h.held = p, true
+	}
+	n, err := rawWrite(h.p.w, b)
+	if err != nil || n != len(b) {
+		return false
+	}
+	h.n += n
+	return true
+}
+
+func (l *loop) getPipe() (pipe, error) {
+	created := l.pipes.created
+	p, err := l.pipes.get()
+	if l.pipes.created != created {
+		l.stats.PipesCreated.Add(1)
+	}
+	return p, err
+}
+
+// service forwards in both directions as far as readiness allows.
+func (l *loop) service(c *conn) {
+	more := false
+	if !c.up.shut {
+		r := l.pump(c, &c.up, sideClient, sideBackend)
+		if r == pumpFailed {
+			l.closeConn(c, true)
+			return
+		}
+		more = r == pumpMore
+	}
+	if !c.down.shut {
+		r := l.pump(c, &c.down, sideBackend, sideClient)
+		if r == pumpFailed {
+			l.closeConn(c, true)
+			return
+		}
+		more = more || r == pumpMore
+	}
+	if c.up.shut && c.down.shut {
+		l.closeConn(c, false)
+		return
+	}
+	if more && !c.queued {
+		c.queued = true
+		l.pending = append(l.pending, c.slot)
+	}
+}
+
+const (
+	pumpIdle   = iota // waiting for readiness
+	pumpMore          // budget used up with work left
+	pumpFailed        // a side failed or reset: abort the connection
+)
+
+// pump moves bytes of one direction from src to dst until the source has
+// nothing more, the destination is full (backpressure: the bytes stay in
+// the pipe and the source is not read until they drain), the budget is
+// used up, or the source's FIN has been passed on.
+func (l *loop) pump(c *conn, h *half, src, dst int) int {
+	moved := 0
+	sfd, dfd := c.fd[src], c.fd[dst]
+	toBackend := dst == sideBackend
+	for {
+		if h.n > 0 {
+			if !c.wr[dst] {
+				return pumpIdle
+			}
+			n, err := rawSplice(h.p.r, dfd, h.n)
+			if err != nil {
+				if err == unix.EAGAIN {
+					c.wr[dst] = false
+					return pumpIdle
+				}
+				return pumpFailed
+			}
+			h.n -= n
+			l.account(c, toBackend, n)
+			if h.n > 0 {
+				continue
+			}
+		}
+		// The pipe is empty here.
+		if h.held && !h.bulk {
+			l.pipes.put(h.p)
+			h.held = false
+		}
+		if h.eof {
+			if h.held {
+				l.pipes.put(h.p)
+				h.held = false
+			}
+			if err := rawShutdown(dfd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+				return pumpFailed
+			}
+			h.shut = true
+			return pumpIdle
+		}
+		if !c.rd[src] {
+			if h.held {
+				l.pipes.put(h.p)
+				h.held = false
+			}
+			return pumpIdle
+		}
+		if moved >= pumpBudget {
+			return pumpMore
+		}
+		if h.bulk || l.buf == nil {
+			if !h.held {
+				p, err := l.getPipe()
+				if err != nil {
+					return pumpFailed
+				}
+				h.p, h.held = p, true
+			}
+			n, err := rawSplice(sfd, h.p.w, l.e.opts.PipeSize)
+			if err != nil {
+				if err == unix.EAGAIN {
+					c.rd[src] = false
+					continue
+				}
+				return pumpFailed
+			}
+			if n == 0 {
+				h.eof = true
+				continue
+			}
+			h.n += n
+			moved += n
+			c.lastSeen = l.now
+			l.stats.SplicedBytes.Add(uint64(n))
+			if n < len(l.buf)/4 {
+				// The stream has gone quiet; small reads are
+				// cheaper copied.
+				h.bulk = false
+			}
+			continue
+		}
+		n, err := rawRead(sfd, l.buf)
+		if err != nil {
+			if err == unix.EAGAIN {
+				c.rd[src] = false
+				continue
+			}
+			return pumpFailed
+		}
+		if n == 0 {
+			h.eof = true
+			continue
+		}
+		moved += n
+		c.lastSeen = l.now
+		l.stats.CopiedBytes.Add(uint64(n))
+		if n == len(l.buf) {
+			h.bulk = true
+		}
+		w := 0
+		if c.wr[dst] {
+			w, err = rawWrite(dfd, l.buf[:n])
+			if err != nil {
+				if err != unix.EAGAIN {
+					return pumpFailed
+				}
+				w = 0
+				c.wr[dst] = false
+			}
+			l.account(c, toBackend, w)
+		}
+		if w < n {
+			if !l.park(c, h, l.buf[w:n]) {
+				return pumpFailed
+			}
+			c.wr[dst] = false
+		}
+	}
+}
+
+func (l *loop) account(c *conn, toBackend bool, n int) {
+	s := c.backend.Stats(l.id)
+	if toBackend {
+		s.BytesToBackend.Add(uint64(n))
+	} else {
+		s.BytesToClient.Add(uint64(n))
+	}
+}
+
+// expire handles a deadline that passed.
+func (l *loop) expire(c *conn) {
+	switch c.state {
+	case stHeader:
+		l.reject(c, RejectProxyHeader)
+	case stConnecting:
+		l.connectFailed(c, unix.ETIMEDOUT)
+	case stForwarding:
+		l.log.Debug("idle timeout", "listener", c.cfg.Name)
+		l.closeConn(c, false)
+	}
+}
+
+// closeConn ends c. With reset, both sides see a reset rather than a FIN:
+// one side failed, and the other must not mistake that for a clean end.
+func (l *loop) closeConn(c *conn, reset bool) {
+	if c.state == stFree {
+		return
+	}
+	for s := range c.fd {
+		if fd := c.fd[s]; fd >= 0 {
+			if reset {
+				rawResetClose(fd)
+			} else {
+				rawClose(fd)
+			}
+			c.fd[s] = -1
+		}
+	}
+	for _, h := range []*half{&c.up, &c.down} {
+		if h.held {
+			if h.n == 0 {
+				l.pipes.put(h.p)
+			} else {
+				// Never pool a pipe that still holds bytes.
+				h.p.close()
+			}
+			h.held = false
+			h.n = 0
+		}
+	}
+	if c.backend != nil {
+		c.backend.Active.Add(-1)
+		c.backend = nil
+	}
+	c.ln.active.Add(-1)
+	l.activeConn--
+	l.activeCount.Store(l.activeConn)
+	c.state = stFree
+	c.queued = false
+	c.snap = nil
+	c.ln, c.cfg = nil, nil
+	c.header = nil
+	c.gen = (c.gen + 1) & genMask
+	l.free = append(l.free, c.slot)
+}
+
+// closeListenerConns is used by disable (a later issue) and shutdown: it
+// closes every connection to backend b.
+func (l *loop) closeBackendConns(b *pool.Backend) {
+	for _, c := range l.conns {
+		if c.state != stFree && c.backend == b {
+			l.closeConn(c, true)
+		}
+	}
+}

@@ -1,0 +1,428 @@
+// Package l4 is lbd's layer-4 data plane: one epoll event loop per core,
+// each with its own SO_REUSEPORT listening socket per listener, forwarding
+// bytes between clients and backends with splice(2) through pooled pipes.
+//
+// A connection belongs to the loop that accepted it for its whole life, so
+// nothing on the per-connection path is shared between loops except the
+// per-backend and per-listener active counts, which are atomics.
+package l4
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// Options tunes the engine. The zero value is usable.
+type Options struct {
+	// Loops is the number of event loops; 0 means one per CPU.
+	Loops int
+	// PipeSize is the capacity given to each pipe with F_SETPIPE_SZ.
+	// Default 256 KiB.
+	PipeSize int
+	// CopyBuffer is the size of each loop's read/write buffer. Small
+	// messages are forwarded with one read and one write through it, which
+	// costs fewer system calls than two splices; a direction switches to
+	// splice as soon as one read fills the buffer, that is when the
+	// transfer is bulk. Default 16 KiB. -1 disables the copy path, so that
+	// every byte is spliced.
+	CopyBuffer int
+	// MaxIdlePipes is how many empty pipes each loop keeps for reuse.
+	// Default 64.
+	MaxIdlePipes int
+	// AcceptPause is how long a loop stops accepting on a listener after
+	// running out of file descriptors. Default 100ms.
+	AcceptPause time.Duration
+	// Logger receives the data plane's (debug-level) messages.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Loops <= 0 {
+		o.Loops = runtime.NumCPU()
+	}
+	if o.PipeSize == 0 {
+		o.PipeSize = 256 << 10
+	}
+	if o.CopyBuffer == 0 {
+		o.CopyBuffer = 16 << 10
+	}
+	if o.CopyBuffer > 0 && o.CopyBuffer > o.PipeSize {
+		// A partial write parks the rest of the buffer in a pipe, which
+		// must have room for all of it.
+		o.CopyBuffer = o.PipeSize
+	}
+	if o.MaxIdlePipes == 0 {
+		o.MaxIdlePipes = 64
+	}
+	if o.AcceptPause == 0 {
+		o.AcceptPause = 100 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// ProxyVersion selects the PROXY protocol header sent to backends.
+type ProxyVersion int
+
+// PROXY protocol versions.
+const (
+	ProxyNone ProxyVersion = 0
+	ProxyV1   ProxyVersion = 1
+	ProxyV2   ProxyVersion = 2
+)
+
+// ListenerConfig is what the data plane needs to know about a tcp
+// listener. A running listener's config can be replaced (on reload) without
+// touching its sockets; connections already open keep the config they
+// started with.
+type ListenerConfig struct {
+	Name string
+	Bind netip.AddrPort
+	Pool *pool.Pool
+	// ProxyProtocol is the header sent to the backend before any client
+	// byte.
+	ProxyProtocol ProxyVersion
+	// AcceptProxy requires a PROXY header (v1 or v2) from every client,
+	// which must connect from one of TrustedProxies.
+	AcceptProxy    bool
+	TrustedProxies []netip.Prefix
+	// ProxyHeaderTimeout bounds the wait for the inbound header. Default
+	// 5s.
+	ProxyHeaderTimeout time.Duration
+	MaxConnections     int
+	ConnectTimeout     time.Duration
+	IdleTimeout        time.Duration // 0 = none
+	Retries            int
+}
+
+// Reasons a listener closes a connection without forwarding it.
+const (
+	RejectMaxConnections = iota
+	RejectNoBackend
+	RejectProxyHeader
+	numRejectReasons
+)
+
+// RejectReasons names the reject counters, in index order, as the metrics
+// label them.
+var RejectReasons = [numRejectReasons]string{"max_connections", "no_backend", "proxy_header"}
+
+// ListenerLoopStats are one loop's counters for one listener.
+type ListenerLoopStats struct {
+	Connections atomic.Uint64
+	Rejected    [numRejectReasons]atomic.Uint64
+	_           [32]byte
+}
+
+// Listener is a tcp listener open in every loop.
+type Listener struct {
+	cfg    atomic.Pointer[ListenerConfig]
+	addr   netip.AddrPort
+	active atomic.Int64
+	stats  []ListenerLoopStats
+	fds    []int // one SO_REUSEPORT socket per loop
+	closed bool
+}
+
+// Config is the listener's current config.
+func (l *Listener) Config() *ListenerConfig { return l.cfg.Load() }
+
+// Addr is the bound address (with the actual port when the config asked
+// for port 0).
+func (l *Listener) Addr() netip.AddrPort { return l.addr }
+
+// Active is the number of open connections accepted by the listener.
+func (l *Listener) Active() int64 { return l.active.Load() }
+
+// Stats returns loop i's counters.
+func (l *Listener) Stats(loop int) *ListenerLoopStats { return &l.stats[loop] }
+
+// Totals sums the per-loop counters.
+func (l *Listener) Totals() (conns uint64, rejected [numRejectReasons]uint64) {
+	for i := range l.stats {
+		conns += l.stats[i].Connections.Load()
+		for r := range rejected {
+			rejected[r] += l.stats[i].Rejected[r].Load()
+		}
+	}
+	return
+}
+
+// LoopStats are one loop's own counters.
+type LoopStats struct {
+	// SplicedBytes counts bytes moved from a socket into a pipe by
+	// splice(2): bytes that never entered user space.
+	SplicedBytes atomic.Uint64
+	// CopiedBytes counts bytes read into the loop's buffer by read(2).
+	CopiedBytes atomic.Uint64
+	// AcceptPauses counts pauses after EMFILE, ENFILE and similar.
+	AcceptPauses atomic.Uint64
+	// PipesCreated counts pipes made (not taken from the pool).
+	PipesCreated atomic.Uint64
+	_            [32]byte
+}
+
+// Engine runs the event loops.
+type Engine struct {
+	opts  Options
+	loops []*loop
+	stats []LoopStats
+
+	mu        sync.Mutex
+	listeners []*Listener
+	wg        sync.WaitGroup
+	started   bool
+}
+
+// New creates the loops. Call Start to run them.
+func New(opts Options) (*Engine, error) {
+	opts.setDefaults()
+	e := &Engine{opts: opts, stats: make([]LoopStats, opts.Loops)}
+	for i := 0; i < opts.Loops; i++ {
+		l, err := newLoop(e, i)
+		if err != nil {
+			e.closeLoops()
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
+	}
+	return e, nil
+}
+
+// Loops is the number of event loops.
+func (e *Engine) Loops() int { return len(e.loops) }
+
+// Stats returns loop i's counters.
+func (e *Engine) Stats(i int) *LoopStats { return &e.stats[i] }
+
+// TotalSpliced and TotalCopied sum SplicedBytes and CopiedBytes over loops.
+func (e *Engine) TotalSpliced() (spliced, copied uint64) {
+	for i := range e.stats {
+		spliced += e.stats[i].SplicedBytes.Load()
+		copied += e.stats[i].CopiedBytes.Load()
+	}
+	return
+}
+
+// Start runs every loop in its own goroutine, locked to its own thread.
+func (e *Engine) Start() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started {
+		return
+	}
+	e.started = true
+	for _, l := range e.loops {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			runtime.LockOSThread()
+			l.run()
+		}()
+	}
+}
+
+// Listen opens cfg.Bind in every loop and starts accepting on it.
+func (e *Engine) Listen(cfg ListenerConfig) (*Listener, error) {
+	if cfg.Pool == nil {
+		return nil, fmt.Errorf("listener %q: no pool", cfg.Name)
+	}
+	if cfg.ProxyHeaderTimeout <= 0 {
+		cfg.ProxyHeaderTimeout = 5 * time.Second
+	}
+	ln := &Listener{stats: make([]ListenerLoopStats, len(e.loops))}
+	ln.cfg.Store(&cfg)
+	bind := cfg.Bind
+	for range e.loops {
+		fd, addr, err := listenSocket(bind)
+		if err != nil {
+			for _, fd := range ln.fds {
+				rawClose(fd)
+			}
+			return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
+		}
+		// With port 0 the first socket picks the port and the others
+		// join it.
+		bind = addr
+		ln.fds = append(ln.fds, fd)
+	}
+	ln.addr = bind
+	e.mu.Lock()
+	e.listeners = append(e.listeners, ln)
+	e.mu.Unlock()
+	for i, l := range e.loops {
+		fd := ln.fds[i]
+		l.exec(func() { l.addListener(ln, fd) })
+	}
+	return ln, nil
+}
+
+// Update replaces a listener's config. Its sockets stay open, so no
+// connection attempt is refused; the bind address must not change.
+func (e *Engine) Update(ln *Listener, cfg ListenerConfig) error {
+	if cfg.Bind != ln.Config().Bind {
+		return errors.New("l4: a listener's bind address cannot change in place")
+	}
+	if cfg.Pool == nil {
+		return fmt.Errorf("listener %q: no pool", cfg.Name)
+	}
+	if cfg.ProxyHeaderTimeout <= 0 {
+		cfg.ProxyHeaderTimeout = 5 * time.Second
+	}
+	ln.cfg.Store(&cfg)
+	return nil
+}
+
+// CloseListener stops accepting on ln in every loop. Connections it
+// accepted continue.
+func (e *Engine) CloseListener(ln *Listener) {
+	e.mu.Lock()
+	if ln.closed {
+		e.mu.Unlock()
+		return
+	}
+	ln.closed = true
+	for i, x := range e.listeners {
+		if x == ln {
+			e.listeners = append(e.listeners[:i], e.listeners[i+1:]...)
+			break
+		}
+	}
+	e.mu.Unlock()
+	e.eachLoop(func(l *loop) { l.removeListener(ln) })
+}
+
+// Active is the number of open connections across all loops.
+func (e *Engine) Active() int64 {
+	var n int64
+	for _, l := range e.loops {
+		n += l.activeCount.Load()
+	}
+	return n
+}
+
+// Shutdown stops accepting at once, waits until every connection has ended
+// or ctx is done, then closes what remains and stops the loops.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	lns := append([]*Listener(nil), e.listeners...)
+	e.mu.Unlock()
+	for _, ln := range lns {
+		e.CloseListener(ln)
+	}
+	var err error
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for e.Active() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	e.Close()
+	return err
+}
+
+// Close closes every connection and stops the loops at once.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	started := e.started
+	e.mu.Unlock()
+	if started {
+		for _, l := range e.loops {
+			l.exec(func() { l.stop() })
+		}
+		e.wg.Wait()
+	}
+	e.closeLoops()
+}
+
+func (e *Engine) closeLoops() {
+	for _, l := range e.loops {
+		l.release()
+	}
+}
+
+// eachLoop runs fn on every loop and waits for all of them.
+func (e *Engine) eachLoop(fn func(l *loop)) {
+	e.mu.Lock()
+	started := e.started
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range e.loops {
+		if !started {
+			fn(l)
+			continue
+		}
+		wg.Add(1)
+		l.exec(func() { fn(l); wg.Done() })
+	}
+	wg.Wait()
+}
+
+// listenSocket opens a non-blocking SO_REUSEPORT listening socket.
+func listenSocket(bind netip.AddrPort) (int, netip.AddrPort, error) {
+	family := unix.AF_INET
+	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, bind, os.NewSyscallError("socket", err)
+	}
+	fail := func(call string, err error) (int, netip.AddrPort, error) {
+		unix.Close(fd)
+		return -1, bind, os.NewSyscallError(call, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	// Accepted sockets inherit TCP_NODELAY from the listener.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	sa := sockaddrFrom(bind)
+	if family == unix.AF_INET {
+		sa = sockaddrFrom(netip.AddrPortFrom(bind.Addr().Unmap(), bind.Port()))
+	}
+	if err := rawBind(fd, &sa); err != nil {
+		return fail("bind", err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		return fail("listen", err)
+	}
+	var got sockaddr
+	if err := rawGetsockname(fd, &got); err != nil {
+		return fail("getsockname", err)
+	}
+	ap := got.addrPort()
+	if family == unix.AF_INET6 {
+		// Keep the IPv6 form for the other loops' binds.
+		ap = netip.AddrPortFrom(bind.Addr(), ap.Port())
+	}
+	return fd, ap, nil
+}
+
+func rawBind(fd int, sa *sockaddr) error {
+	_, _, e := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(sa.ptr()), uintptr(sa.len))
+	return errnoErr(e)
+}

@@ -1,0 +1,143 @@
+package l4
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// testEngine starts an engine with the given loops that the test closes.
+func testEngine(t testing.TB, opts Options) *Engine {
+	t.Helper()
+	if opts.Loops == 0 {
+		opts.Loops = 2
+	}
+	e, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	t.Cleanup(e.Close)
+	return e
+}
+
+func testPool(t testing.TB, loops int, algorithm string, addrs ...netip.AddrPort) *pool.Pool {
+	t.Helper()
+	spec := pool.Spec{Name: "p", Algorithm: algorithm, Hash: "source_ip", MaglevTableSize: 65537}
+	for _, a := range addrs {
+		spec.Backends = append(spec.Backends, pool.BackendSpec{Address: a, Weight: 100})
+	}
+	p, err := pool.New(spec, loops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// listen opens a backend listener on loopback and serves each connection
+// with handle in its own goroutine.
+func listen(t testing.TB, network, addr string, handle func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func echo(c net.Conn) { io.Copy(c, c) }
+
+// proxyTo starts a tcp listener on 127.0.0.1:0 feeding p.
+func proxyTo(t testing.TB, e *Engine, p *pool.Pool, mod func(*ListenerConfig)) *Listener {
+	t.Helper()
+	cfg := ListenerConfig{
+		Name:           "test",
+		Bind:           netip.MustParseAddrPort("127.0.0.1:0"),
+		Pool:           p,
+		ConnectTimeout: 2 * time.Second,
+		IdleTimeout:    time.Minute,
+		Retries:        2,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ln, err := e.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func dial(t testing.TB, to netip.AddrPort) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", to.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+// roundTrip writes msg and reads back as many bytes.
+func roundTrip(c net.Conn, msg string) (string, error) {
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, len(msg))
+	_, err := io.ReadFull(c, buf)
+	return string(buf), err
+}
+
+// waitFor polls cond until it holds or the deadline passes. It is used to
+// observe state of the system under test that has no event to wait on
+// (counters), never to pace the test.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// expectClosed asserts that the proxy closes c without sending data.
+func expectClosed(t testing.TB, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := bufio.NewReader(c).ReadByte()
+	if err == nil {
+		t.Fatalf("read %q, want the connection closed", n)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("connection still open")
+	}
+}

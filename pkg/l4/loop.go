@@ -1,0 +1,410 @@
+package l4
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Tags in the low bits of an epoll event's Pad field say what its Fd field
+// indexes; the rest of Pad is the connection's generation, so that events
+// for a connection closed earlier in the same batch are recognised and
+// dropped.
+const (
+	tagClient = iota
+	tagBackend
+	tagListener
+	tagControl
+	tagBits = 2
+	tagMask = 1<<tagBits - 1
+	genMask = 1<<(32-tagBits) - 1
+)
+
+const (
+	eventsPerWait = 256
+	acceptBatch   = 64
+	// pumpBudget bounds the bytes one direction moves per turn, so that a
+	// bulk transfer cannot starve the loop's other connections.
+	pumpBudget = 1 << 20
+	// wheelTick is the timer resolution.
+	wheelTick  = 10 * time.Millisecond
+	wheelSlots = 4096
+)
+
+// loopListener is one loop's socket for a Listener.
+type loopListener struct {
+	ln          *Listener
+	fd          int
+	idx         int
+	paused      bool
+	pausedUntil int64
+	more        bool // accepted a full batch: run again before waiting
+}
+
+// loop is one event loop. Everything in it is owned by its goroutine except
+// cmds, which other goroutines use to hand it work.
+type loop struct {
+	e     *Engine
+	id    int
+	epfd  int
+	evfd  int
+	log   *slog.Logger
+	stats *LoopStats
+
+	events []unix.EpollEvent
+	conns  []*conn
+	free   []int32
+	lns    []*loopListener
+
+	pipes   *pipePool
+	buf     []byte // copy buffer
+	scratch []byte // inbound PROXY header peek buffer
+	sa      sockaddr
+	wheel   *wheel
+	base    time.Time
+	now     int64 // nanoseconds since base, read once per iteration
+
+	pending    []int32 // connections with work left after their budget
+	accepting  []*loopListener
+	pausedLns  int
+	stopped    bool
+	activeConn int64
+	// activeCount mirrors activeConn for other goroutines.
+	activeCount atomic.Int64
+
+	cmdMu sync.Mutex
+	cmds  []func()
+}
+
+func newLoop(e *Engine, id int) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, errors.Join(errors.New("epoll_create1"), err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, errors.Join(errors.New("eventfd"), err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Pad: tagControl}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, errors.Join(errors.New("epoll_ctl"), err)
+	}
+	l := &loop{
+		e:       e,
+		id:      id,
+		epfd:    epfd,
+		evfd:    evfd,
+		log:     e.opts.Logger.With("loop", id),
+		stats:   &e.stats[id],
+		events:  make([]unix.EpollEvent, eventsPerWait),
+		pipes:   newPipePool(e.opts.PipeSize, e.opts.MaxIdlePipes),
+		scratch: make([]byte, proxyHeaderMax),
+		base:    time.Now(),
+	}
+	if e.opts.CopyBuffer > 0 {
+		l.buf = make([]byte, e.opts.CopyBuffer)
+	}
+	l.wheel = newWheel(int64(wheelTick), wheelSlots, 0)
+	return l, nil
+}
+
+// exec hands fn to the loop and wakes it.
+func (l *loop) exec(fn func()) {
+	l.cmdMu.Lock()
+	l.cmds = append(l.cmds, fn)
+	l.cmdMu.Unlock()
+	var one = [8]byte{1}
+	unix.Write(l.evfd, one[:])
+}
+
+func (l *loop) runCommands() {
+	var b [8]byte
+	rawRead(l.evfd, b[:])
+	l.cmdMu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.cmdMu.Unlock()
+	for _, fn := range cmds {
+		fn()
+	}
+}
+
+func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
+
+func (l *loop) run() {
+	for !l.stopped {
+		l.now = l.clock()
+		l.wheel.advance(l.now, l.fireTimer)
+		if l.pausedLns > 0 {
+			l.resumeListeners()
+		}
+		n, err := rawEpollPoll(l.epfd, l.events)
+		if n == 0 && err == nil && len(l.pending) == 0 && len(l.accepting) == 0 {
+			// Nothing ready: block, through the scheduler-aware path.
+			n, err = unix.EpollWait(l.epfd, l.events, l.waitMillis())
+			l.now = l.clock()
+		}
+		if err != nil && err != unix.EINTR {
+			l.log.Error("epoll_wait failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		for i := 0; i < n; i++ {
+			l.dispatch(&l.events[i])
+		}
+		l.runPending()
+	}
+	l.closeAll()
+}
+
+// waitMillis is the epoll timeout: until the next timer tick, or the end of
+// the earliest accept pause, or forever.
+func (l *loop) waitMillis() int {
+	d := l.wheel.untilNext(l.now)
+	if l.pausedLns > 0 {
+		for _, ll := range l.lns {
+			if ll.paused {
+				if p := ll.pausedUntil - l.now; d < 0 || p < d {
+					d = max(p, 0)
+				}
+			}
+		}
+	}
+	if d < 0 {
+		return -1
+	}
+	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+}
+
+func (l *loop) dispatch(ev *unix.EpollEvent) {
+	tag := ev.Pad & tagMask
+	switch tag {
+	case tagControl:
+		l.runCommands()
+		return
+	case tagListener:
+		idx := int(ev.Fd)
+		if idx < len(l.lns) && l.lns[idx] != nil {
+			l.accept(l.lns[idx])
+		}
+		return
+	}
+	idx := int(ev.Fd)
+	if idx >= len(l.conns) {
+		return
+	}
+	c := l.conns[idx]
+	if c == nil || c.gen != uint32(ev.Pad)>>tagBits {
+		return
+	}
+	side := sideClient
+	if tag == tagBackend {
+		side = sideBackend
+	}
+	if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.rd[side] = true
+	}
+	if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.wr[side] = true
+	}
+	l.handle(c, side, ev.Events)
+}
+
+func (l *loop) runPending() {
+	if len(l.accepting) > 0 {
+		acc := l.accepting
+		l.accepting = nil
+		for _, ll := range acc {
+			ll.more = false
+			if ll.idx < len(l.lns) && l.lns[ll.idx] == ll {
+				l.accept(ll)
+			}
+		}
+	}
+	if len(l.pending) == 0 {
+		return
+	}
+	pend := l.pending
+	l.pending = nil
+	for _, idx := range pend {
+		c := l.conns[idx]
+		if !c.queued {
+			continue
+		}
+		c.queued = false
+		if c.state == stForwarding {
+			l.service(c)
+		}
+	}
+}
+
+func (l *loop) addListener(ln *Listener, fd int) {
+	ll := &loopListener{ln: ln, fd: fd, idx: -1}
+	for i, x := range l.lns {
+		if x == nil {
+			ll.idx = i
+			l.lns[i] = ll
+			break
+		}
+	}
+	if ll.idx < 0 {
+		ll.idx = len(l.lns)
+		l.lns = append(l.lns, ll)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(ll.idx), Pad: tagListener}
+	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.log.Error("epoll_ctl listener", "listener", ln.Config().Name, "err", err)
+	}
+	// Connections may have queued before the socket joined epoll.
+	l.accept(ll)
+}
+
+func (l *loop) removeListener(ln *Listener) {
+	for i, ll := range l.lns {
+		if ll != nil && ll.ln == ln {
+			if ll.paused {
+				l.pausedLns--
+			}
+			rawClose(ll.fd)
+			l.lns[i] = nil
+		}
+	}
+}
+
+// accept takes up to one batch of new connections from ll.
+func (l *loop) accept(ll *loopListener) {
+	if ll.paused {
+		return
+	}
+	for i := 0; i < acceptBatch; i++ {
+		fd, err := rawAccept4(ll.fd, &l.sa)
+		if err != nil {
+			switch err {
+			case unix.EAGAIN:
+				return
+			case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
+				continue
+			case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+				// Out of descriptors or memory. Stop accepting on this
+				// listener for a moment rather than spin on an
+				// edge that will not clear; open connections go on,
+				// and pending ones wait in the backlog.
+				ll.paused = true
+				ll.pausedUntil = l.now + int64(l.e.opts.AcceptPause)
+				l.pausedLns++
+				l.stats.AcceptPauses.Add(1)
+				l.log.Debug("accept paused", "listener", ll.ln.Config().Name, "err", err)
+				return
+			default:
+				l.log.Debug("accept failed", "listener", ll.ln.Config().Name, "err", err)
+				return
+			}
+		}
+		l.newConn(ll.ln, fd, l.sa.addrPort())
+	}
+	if !ll.more {
+		ll.more = true
+		l.accepting = append(l.accepting, ll)
+	}
+}
+
+func (l *loop) resumeListeners() {
+	for _, ll := range l.lns {
+		if ll != nil && ll.paused && l.now >= ll.pausedUntil {
+			ll.paused = false
+			l.pausedLns--
+			l.accept(ll)
+		}
+	}
+}
+
+func (l *loop) stop() {
+	l.stopped = true
+}
+
+// closeAll closes every connection and listener socket; the loop is
+// stopping.
+func (l *loop) closeAll() {
+	for _, c := range l.conns {
+		if c != nil {
+			l.closeConn(c, false)
+		}
+	}
+	for i, ll := range l.lns {
+		if ll != nil {
+			rawClose(ll.fd)
+			l.lns[i] = nil
+		}
+	}
+	l.pipes.closeAll()
+}
+
+// release frees the loop's own descriptors after it has stopped.
+func (l *loop) release() {
+	if l.epfd >= 0 {
+		unix.Close(l.epfd)
+		unix.Close(l.evfd)
+		l.epfd, l.evfd = -1, -1
+	}
+}
+
+// allocConn takes a free connection slot.
+func (l *loop) allocConn() *conn {
+	if n := len(l.free); n > 0 {
+		idx := l.free[n-1]
+		l.free = l.free[:n-1]
+		c := l.conns[idx]
+		return c
+	}
+	c := &conn{slot: int32(len(l.conns))}
+	l.conns = append(l.conns, c)
+	return c
+}
+
+// register adds fd to epoll for c's side.
+func (l *loop) register(c *conn, fd int, tag int32) error {
+	ev := unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
+		Fd:     c.slot,
+		Pad:    int32(c.gen<<tagBits) | tag,
+	}
+	return rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+}
+
+// arm files c in the timer wheel if its deadline is earlier than the one
+// it is filed under.
+func (l *loop) arm(c *conn) {
+	due := c.due()
+	if due == 0 {
+		return
+	}
+	t := l.wheel.tickOf(due)
+	if c.timerTick >= 0 && c.timerTick <= t {
+		return
+	}
+	c.timerTick = l.wheel.add(timerRef{slot: c.slot, gen: c.gen}, due)
+}
+
+func (l *loop) fireTimer(ref timerRef, tick int64) {
+	c := l.conns[ref.slot]
+	if c.gen != ref.gen || c.state == stFree || c.timerTick != tick {
+		return
+	}
+	c.timerTick = -1
+	due := c.due()
+	if due == 0 {
+		return
+	}
+	if due > l.now {
+		c.timerTick = l.wheel.add(ref, due)
+		return
+	}
+	l.expire(c)
+}
