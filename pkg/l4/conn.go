@@ -118,7 +118,7 @@ func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
 		c.state = stHeader
 		c.deadline = l.now + int64(cfg.ProxyHeaderTimeout)
 		l.arm(c)
-		l.readHeader(c)
+		l.readHeader(c, false)
 		return
 	}
 	l.connect(c)
@@ -163,6 +163,14 @@ func (l *loop) connect(c *conn) {
 		c.tries++
 		fd, err := l.dial(b.Addr)
 		if err != nil {
+			if outOfDescriptors(err) {
+				// Not the backend's fault: this process is out of
+				// descriptors. Stop accepting for a moment and give
+				// this client up rather than blame the backend.
+				l.log.Debug("no descriptor for backend socket", "err", err)
+				l.pauseAccepting(err)
+				break
+			}
 			l.log.Debug("connect failed", "backend", b.Name, "err", err)
 			b.Stats(l.id).ConnectErrors.Add(1)
 			c.cfg.Pool.ConnectFailed(b)
@@ -218,7 +226,7 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 	switch c.state {
 	case stHeader:
 		if side == sideClient {
-			l.readHeader(c)
+			l.readHeader(c, events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
 		}
 	case stConnecting:
 		if side != sideBackend || events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {

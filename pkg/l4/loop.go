@@ -292,15 +292,11 @@ func (l *loop) accept(ll *loopListener) {
 			case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
 				continue
 			case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
-				// Out of descriptors or memory. Stop accepting on this
-				// listener for a moment rather than spin on an
-				// edge that will not clear; open connections go on,
-				// and pending ones wait in the backlog.
-				ll.paused = true
-				ll.pausedUntil = l.now + int64(l.e.opts.AcceptPause)
-				l.pausedLns++
-				l.stats.AcceptPauses.Add(1)
-				l.log.Debug("accept paused", "listener", ll.ln.Config().Name, "err", err)
+				// Out of descriptors or memory. Stop accepting for a
+				// moment rather than spin on an edge that will not
+				// clear; open connections go on, and pending ones
+				// wait in the backlog.
+				l.pauseAccepting(err)
 				return
 			default:
 				l.log.Debug("accept failed", "listener", ll.ln.Config().Name, "err", err)
@@ -312,6 +308,30 @@ func (l *loop) accept(ll *loopListener) {
 	if !ll.more {
 		ll.more = true
 		l.accepting = append(l.accepting, ll)
+	}
+}
+
+// outOfDescriptors reports errors that mean the process or system has run
+// out of descriptors or socket memory.
+func outOfDescriptors(err error) bool {
+	switch err {
+	case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+		return true
+	}
+	return false
+}
+
+// pauseAccepting stops this loop accepting on every listener for
+// AcceptPause. Each loop pauses when it meets the limit itself.
+func (l *loop) pauseAccepting(err error) {
+	l.stats.AcceptPauses.Add(1)
+	l.log.Debug("accept paused", "err", err)
+	for _, ll := range l.lns {
+		if ll != nil && !ll.paused {
+			ll.paused = true
+			ll.pausedUntil = l.now + int64(l.e.opts.AcceptPause)
+			l.pausedLns++
+		}
 	}
 }
 

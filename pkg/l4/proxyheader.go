@@ -48,8 +48,11 @@ func proxyHeaderLen(b []byte) (int, error) {
 			return 0, ErrProxyHeaderMalformed
 		}
 		lim := min(len(b), proxyV1Max)
-		if i := bytes.Index(b[:lim], []byte("\r\n")); i >= 0 {
-			return i + 2, nil
+		if i := bytes.IndexByte(b[:lim], '\n'); i >= 0 {
+			if b[i-1] != '\r' {
+				return 0, ErrProxyHeaderMalformed // a bare LF never ends a header
+			}
+			return i + 1, nil
 		}
 		if len(b) >= proxyV1Max {
 			return 0, ErrProxyHeaderMalformed
@@ -111,7 +114,10 @@ func tcpAddrPort(a *net.TCPAddr) netip.AddrPort {
 // It peeks rather than reads, so nothing is consumed until the whole header
 // is there; then exactly the header's bytes are taken and the client's
 // first payload byte is left for the backend.
-func (l *loop) readHeader(c *conn) {
+//
+// rdhup says the client has sent its FIN: a header still incomplete then
+// can never complete.
+func (l *loop) readHeader(c *conn, rdhup bool) {
 	fd := c.fd[sideClient]
 	n, err := rawPeek(fd, l.scratch)
 	if err != nil {
@@ -127,7 +133,7 @@ func (l *loop) readHeader(c *conn) {
 		return
 	}
 	hlen, err := proxyHeaderLen(l.scratch[:n])
-	if err == ErrProxyHeaderIncomplete {
+	if err == ErrProxyHeaderIncomplete && !rdhup {
 		c.rd[sideClient] = false
 		return
 	}

@@ -1,0 +1,215 @@
+package l4
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// refusingAddr is a loopback address where nothing listens.
+func refusingAddr(t testing.TB) netip.AddrPort {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().(*net.TCPAddr).AddrPort()
+	l.Close()
+	return a
+}
+
+// blackhole returns a loopback address whose SYNs are dropped: a listener
+// with a full accept queue that never accepts. Linux drops a SYN for a
+// full queue without answering, which is exactly a backend that never
+// answers.
+func blackhole(t testing.TB) netip.AddrPort {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	// Fill the queue (backlog 0 holds one connection).
+	for i := 0; i < 2; i++ {
+		c, err := net.DialTimeout("tcp", addr.String(), time.Second)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return addr
+}
+
+func TestRetryNextBackend(t *testing.T) {
+	good := listen(t, "tcp", "127.0.0.1:0", echo)
+	dead := refusingAddr(t)
+	e := testEngine(t, Options{})
+	// wrr alternates between the two, so half the first picks refuse.
+	p := testPool(t, e.Loops(), "wrr", dead, good)
+	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.Retries = 1 })
+	for i := 0; i < 10; i++ {
+		c := dial(t, ln.Addr())
+		if got, err := roundTrip(c, "retry"); err != nil || got != "retry" {
+			t.Fatalf("connection %d: %q, %v", i, got, err)
+		}
+		c.Close()
+	}
+	var errs uint64
+	for _, b := range p.Backends() {
+		_, e, _, _ := b.Totals()
+		errs += e
+	}
+	if errs == 0 {
+		t.Fatal("no connect error recorded against the refusing backend")
+	}
+}
+
+func TestNoBackend(t *testing.T) {
+	e := testEngine(t, Options{})
+	p := testPool(t, e.Loops(), "wrr", refusingAddr(t), refusingAddr(t), refusingAddr(t))
+	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.Retries = 5 })
+	c := dial(t, ln.Addr())
+	expectClosed(t, c)
+	waitFor(t, "no_backend counted", func() bool {
+		_, rej := ln.Totals()
+		return rej[RejectNoBackend] == 1
+	})
+	var tried uint64
+	for _, b := range p.Backends() {
+		_, e, _, _ := b.Totals()
+		if e > 1 {
+			t.Fatalf("backend %s tried %d times for one connection", b.Name, e)
+		}
+		tried += e
+	}
+	if tried != 3 {
+		t.Fatalf("tried %d backends, want each of 3 once", tried)
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	hole := blackhole(t)
+	good := listen(t, "tcp", "127.0.0.1:0", echo)
+	e := testEngine(t, Options{Loops: 1})
+	p := testPool(t, e.Loops(), "wrr", hole, good)
+	timeout := 300 * time.Millisecond
+	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.ConnectTimeout = timeout; c.Retries = 1 })
+	// A connection whose pick is the black hole moves on to the good
+	// backend after the timeout; one that picks the good backend first is
+	// served at once.
+	slow := 0
+	for i := 0; i < 4; i++ {
+		start := time.Now()
+		c := dial(t, ln.Addr())
+		if got, err := roundTrip(c, "x"); err != nil || got != "x" {
+			t.Fatalf("%q, %v", got, err)
+		}
+		if time.Since(start) >= timeout {
+			slow++
+		}
+		c.Close()
+	}
+	_, errs, _, _ := p.Backend(hole.String()).Totals()
+	if slow == 0 || errs != uint64(slow) {
+		t.Fatalf("%d connections waited for the timeout, black hole has %d connect errors", slow, errs)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	backend := listen(t, "tcp", "127.0.0.1:0", echo)
+	e := testEngine(t, Options{})
+	idle := 300 * time.Millisecond
+	ln := proxyTo(t, e, testPool(t, e.Loops(), "wrr", backend), func(c *ListenerConfig) { c.IdleTimeout = idle })
+	quiet := dial(t, ln.Addr())
+	if _, err := roundTrip(quiet, "a"); err != nil {
+		t.Fatal(err)
+	}
+	busy := dial(t, ln.Addr())
+	start := time.Now()
+	// Keep busy active for twice the idle timeout.
+	for time.Since(start) < 2*idle {
+		if got, err := roundTrip(busy, "b"); err != nil || got != "b" {
+			t.Fatalf("busy connection: %q, %v", got, err)
+		}
+		time.Sleep(idle / 6)
+	}
+	expectClosed(t, quiet)
+	if el := time.Since(start); el < idle {
+		t.Fatalf("quiet connection closed after %v", el)
+	}
+	if got, err := roundTrip(busy, "c"); err != nil || got != "c" {
+		t.Fatalf("busy connection closed: %v", err)
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	backend := listen(t, "tcp", "127.0.0.1:0", echo)
+	e := testEngine(t, Options{})
+	ln := proxyTo(t, e, testPool(t, e.Loops(), "wrr", backend), func(c *ListenerConfig) { c.MaxConnections = 2 })
+	a, b := dial(t, ln.Addr()), dial(t, ln.Addr())
+	for _, c := range []net.Conn{a, b} {
+		if _, err := roundTrip(c, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Past the limit the connection is reset at once; the reset may even
+	// beat the client's own connect to completion.
+	if over, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); err == nil {
+		expectClosed(t, over)
+		over.Close()
+	}
+	_, rej := ln.Totals()
+	if rej[RejectMaxConnections] != 1 {
+		t.Fatalf("rejected %v", rej)
+	}
+	a.Close()
+	waitFor(t, "a slot to free", func() bool { return ln.Active() == 1 })
+	c := dial(t, ln.Addr())
+	if got, err := roundTrip(c, "again"); err != nil || got != "again" {
+		t.Fatalf("%q, %v", got, err)
+	}
+}
+
+func TestWheel(t *testing.T) {
+	const tick = int64(10)
+	w := newWheel(tick, 8, 0)
+	fired := map[int32]int64{}
+	due := map[int32]int64{}
+	var now int64
+	fire := func(r timerRef, _ int64) {
+		if d := due[r.slot]; d > now {
+			w.add(r, d) // refile: its deadline moved
+			return
+		}
+		fired[r.slot] = now
+	}
+	add := func(slot int32, d int64) { due[slot] = d; w.add(timerRef{slot: slot}, d) }
+	add(1, 25)  // within the span
+	add(2, 500) // far beyond the 80-unit span
+	add(3, 30)
+	due[3] = 95 // pushed later without touching the wheel
+	for now = 0; now <= 600; now += 5 {
+		w.advance(now, fire)
+	}
+	if fired[1] < 25 || fired[1] > 25+tick {
+		t.Fatalf("timer 1 fired at %d, want 25..35", fired[1])
+	}
+	if fired[3] < 95 || fired[3] > 95+tick {
+		t.Fatalf("timer 3 fired at %d, want 95..105", fired[3])
+	}
+	if fired[2] < 500 || fired[2] > 500+tick {
+		t.Fatalf("timer 2 fired at %d, want 500..510", fired[2])
+	}
+	if w.live != 0 || w.untilNext(now) != -1 {
+		t.Fatalf("wheel not empty: %d", w.live)
+	}
+}
