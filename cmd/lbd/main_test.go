@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var builtBinary string
+
+// TestMain builds lbd once for every test that runs it.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lbd-test-")
+	if err != nil {
+		panic(err)
+	}
+	builtBinary = filepath.Join(dir, "lbd")
+	if out, err := exec.Command("go", "build", "-o", builtBinary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build lbd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func lbdBinary(t *testing.T) string { return builtBinary }
+
+func writeFile(t *testing.T, name, text string) string {
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestCommands(t *testing.T) {
+	bin := lbdBinary(t)
+	t.Run("check ok", func(t *testing.T) {
+		out, err := exec.Command(bin, "check", "-c", "../../configs/lbd.example.toml").CombinedOutput()
+		if err != nil || string(out) != "../../configs/lbd.example.toml: ok\n" {
+			t.Fatalf("%v: %s", err, out)
+		}
+	})
+	t.Run("check reports file and line", func(t *testing.T) {
+		f := writeFile(t, "bad.toml", "[global]\nworkers = 1\nbogus = 2\n\n[[listener]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\npool = \"missing\"\n")
+		out, err := exec.Command(bin, "check", "--config", f).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit %v, want 1", err)
+		}
+		if !strings.Contains(string(out), f+":3: ") || !strings.Contains(string(out), f+":8: ") {
+			t.Fatalf("output does not name lines 3 and 8:\n%s", out)
+		}
+	})
+	t.Run("run refuses a bad config", func(t *testing.T) {
+		f := writeFile(t, "bad.toml", "[global]\nworkers = -1\n")
+		err := exec.Command(bin, "run", "-c", f).Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit %v, want 1", err)
+		}
+	})
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "version").Output()
+		if err != nil || !strings.HasPrefix(string(out), "lbd ") {
+			t.Fatalf("%v: %s", err, out)
+		}
+	})
+}
+
+// startRun runs `lbd run` on a config with one listener in front of
+// backend, and waits until it accepts.
+func startRun(t *testing.T, bin, backend, shutdown string) (*exec.Cmd, string) {
+	bind := freePort(t)
+	cfg := fmt.Sprintf(`
+[global]
+workers = 2
+admin_socket = %q
+metrics_listen = ""
+shutdown_timeout = %q
+
+[[listener]]
+name = "front"
+bind = %q
+pool = "p"
+
+[[pool]]
+name = "p"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(t.TempDir(), "admin.sock"), shutdown, bind, backend)
+	cmd := exec.Command(bin, "run", "-c", writeFile(t, "lbd.toml", cfg))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "msg=listening") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, stderr)
+	return cmd, bind
+}
+
+func echoBackend(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func exitCode(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, time.Duration) {
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), time.Since(start)
+		}
+		return 0, time.Since(start)
+	case <-time.After(within):
+		t.Fatalf("lbd still running after %v", within)
+	}
+	return -1, 0
+}
+
+// TestGracefulShutdown: SIGTERM stops accepting at once, an open
+// connection goes on until it ends, then lbd exits 0.
+func TestGracefulShutdown(t *testing.T) {
+	bin := lbdBinary(t)
+	cmd, bind := startRun(t, bin, echoBackend(t), "30s")
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 5)
+	c.Write([]byte("hello"))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	// New connections are refused once the listeners are closed.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := net.DialTimeout("tcp", bind, time.Second)
+		if err != nil {
+			break
+		}
+		n.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The open connection still works.
+	c.Write([]byte("again"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "again" {
+		t.Fatalf("open connection broke during shutdown: %q %v", buf, err)
+	}
+	c.Close()
+	if code, _ := exitCode(t, cmd, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestShutdownTimeout: connections still open at shutdown_timeout are
+// closed and lbd exits 0.
+func TestShutdownTimeout(t *testing.T) {
+	bin := lbdBinary(t)
+	cmd, bind := startRun(t, bin, echoBackend(t), "300ms")
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	io.ReadFull(c, make([]byte, 1))
+	cmd.Process.Signal(syscall.SIGTERM)
+	code, took := exitCode(t, cmd, 10*time.Second)
+	if code != 0 || took < 250*time.Millisecond {
+		t.Fatalf("exit %d after %v", code, took)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after lbd exited")
+	}
+}
+
+// TestSecondSignal: a second SIGTERM exits at once.
+func TestSecondSignal(t *testing.T) {
+	bin := lbdBinary(t)
+	cmd, bind := startRun(t, bin, echoBackend(t), "1m")
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	io.ReadFull(c, make([]byte, 1))
+	cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(100 * time.Millisecond) // two distinct signals, not one coalesced
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code, took := exitCode(t, cmd, 10*time.Second); code != 0 || took > 5*time.Second {
+		t.Fatalf("exit %d after %v", code, took)
+	}
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lbd-lb/lbd/pkg/config"
+)
+
+// demoConfig is the embedded default that `lbd demo` runs. BACKENDS is
+// replaced by the three in-process backends.
+const demoConfig = `
+[global]
+admin_socket = "ADMIN"
+metrics_listen = ""
+log_level = "info"
+shutdown_timeout = "5s"
+
+[[listener]]
+name = "spread"
+bind = "127.0.0.1:8080"
+pool = "web-wrr"
+
+[[listener]]
+name = "sticky"
+bind = "127.0.0.1:8081"
+pool = "web-maglev"
+
+[[pool]]
+name = "web-wrr"
+algorithm = "wrr"
+BACKENDS
+
+[[pool]]
+name = "web-maglev"
+algorithm = "maglev"
+hash = "source_ip"
+BACKENDS
+`
+
+// Demo starts three HTTP backends in-process and lbd in front of them, and
+// serves until ctx is done.
+func Demo(ctx context.Context, out io.Writer, stop <-chan struct{}) error {
+	var backends strings.Builder
+	for i := 1; i <= 3; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		name := fmt.Sprintf("backend-%d", i)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from %s (%s), you are %s\n", name, ln.Addr(), r.RemoteAddr)
+		})}
+		go srv.Serve(ln)
+		fmt.Fprintf(&backends, "  [[pool.backend]]\n  name = %q\n  address = %q\n", name, ln.Addr().String())
+	}
+	dir, err := os.MkdirTemp("", "lbd-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	text := strings.ReplaceAll(demoConfig, "BACKENDS", backends.String())
+	text = strings.ReplaceAll(text, "ADMIN", filepath.Join(dir, "admin.sock"))
+	cfg, err := config.Parse("demo.toml", []byte(text))
+	if err != nil {
+		return err
+	}
+	log := NewLogger(cfg.Global, os.Stderr)
+	fmt.Fprint(out, `lbd demo: three HTTP backends behind two listeners.
+
+  curl http://127.0.0.1:8080/   # wrr: successive requests spread over the backends
+  curl http://127.0.0.1:8081/   # maglev by source IP: the same client sticks to one backend
+  curl --interface 127.0.0.2 http://127.0.0.1:8081/   # another source IP may land elsewhere
+
+Press Ctrl-C to stop.
+`)
+	return Run(ctx, cfg, log.With("demo", true), stop)
+}
+

@@ -1,0 +1,176 @@
+// Package server builds the running system from a validated config: the
+// pools, the event loops and their listeners. It owns the life cycle:
+// start, graceful shutdown and the systemd notifications around them.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lbd-lb/lbd/pkg/config"
+	"github.com/lbd-lb/lbd/pkg/l4"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// Server is a running lbd.
+type Server struct {
+	log    *slog.Logger
+	engine *l4.Engine
+
+	mu        sync.Mutex
+	cfg       *config.Config
+	pools     map[string]*pool.Pool
+	listeners map[string]*l4.Listener
+	started   time.Time
+}
+
+// NewLogger makes the logger the config asks for.
+func NewLogger(g config.Global, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: g.LogLevel}
+	if g.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// New builds the pools and event loops for cfg. Nothing listens until
+// Start.
+func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	engine, err := l4.New(l4.Options{Loops: cfg.Global.Workers, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{log: log, engine: engine, cfg: cfg, pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}}
+	for _, pc := range cfg.Pools {
+		p, err := pool.New(poolSpec(pc), engine.Loops())
+		if err != nil {
+			engine.Close()
+			return nil, err
+		}
+		s.pools[pc.Name] = p
+	}
+	return s, nil
+}
+
+func poolSpec(pc config.Pool) pool.Spec {
+	spec := pool.Spec{
+		Name:            pc.Name,
+		Algorithm:       pc.Algorithm,
+		Hash:            pc.Hash,
+		MaglevTableSize: pc.MaglevTableSize,
+		PassiveFailures: pc.PassiveFailures,
+	}
+	for _, b := range pc.Backends {
+		spec.Backends = append(spec.Backends, pool.BackendSpec{Name: b.Name, Address: b.Address, Weight: b.Weight, MaxConnections: b.MaxConnections})
+	}
+	return spec
+}
+
+func (s *Server) listenerConfig(lc config.Listener) l4.ListenerConfig {
+	var pv l4.ProxyVersion
+	switch lc.ProxyProtocol {
+	case config.ProxyProtocolV1:
+		pv = l4.ProxyV1
+	case config.ProxyProtocolV2:
+		pv = l4.ProxyV2
+	}
+	return l4.ListenerConfig{
+		Name:           lc.Name,
+		Bind:           lc.Bind,
+		Pool:           s.pools[lc.Pool],
+		ProxyProtocol:  pv,
+		AcceptProxy:    lc.AcceptProxyProtocol,
+		TrustedProxies: lc.TrustedProxies,
+		MaxConnections: lc.MaxConnections,
+		ConnectTimeout: lc.ConnectTimeout,
+		IdleTimeout:    lc.IdleTimeout,
+		Retries:        lc.Retries,
+	}
+}
+
+// Start runs the event loops and binds every listener. When it returns
+// nil, every listener accepts.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.engine.Start()
+	for _, lc := range s.cfg.Listeners {
+		ln, err := s.engine.Listen(s.listenerConfig(lc))
+		if err != nil {
+			s.engine.Close()
+			return err
+		}
+		s.listeners[lc.Name] = ln
+		s.log.Info("listening", "listener", lc.Name, "bind", ln.Addr().String(), "pool", lc.Pool, "loops", s.engine.Loops())
+	}
+	s.started = time.Now()
+	return nil
+}
+
+// Listener returns a running listener by name.
+func (s *Server) Listener(name string) *l4.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listeners[name]
+}
+
+// Pool returns a pool by name.
+func (s *Server) Pool(name string) *pool.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pools[name]
+}
+
+// Engine is the data plane.
+func (s *Server) Engine() *l4.Engine { return s.engine }
+
+// Shutdown stops accepting at once, lets open connections finish until ctx
+// is done, then closes the rest.
+func (s *Server) Shutdown(ctx context.Context) error {
+	active := s.engine.Active()
+	s.log.Info("shutting down", "active_connections", active)
+	err := s.engine.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		s.log.Warn("shutdown timeout: closed remaining connections")
+		return nil
+	}
+	return err
+}
+
+// Close stops everything at once.
+func (s *Server) Close() { s.engine.Close() }
+
+// Run starts the server and serves until ctx is done, then shuts down
+// gracefully within the config's shutdown_timeout; a second signal (stop
+// closed) cuts the wait short.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stop <-chan struct{}) error {
+	s, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	notify("READY=1")
+	<-ctx.Done()
+	notify("STOPPING=1")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			log.Warn("second signal: exiting at once")
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	if err := s.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
