@@ -1,0 +1,107 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// addSeeds seeds f with every config in testdata and the example config.
+func addSeeds(f *testing.F) {
+	files, err := filepath.Glob("testdata/*.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range append(files, examplePath) {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, s := range []string{
+		inListener(`protocol = "udp"`),
+		inHealthCheck(`expect_status = "200-"`),
+		`listener = [{ name = "a", bind = "127.0.0.1:1", pool = "p" }]`,
+		"a = \"\"\"\n[[x]]\n\"\"\"\nb = { c = [1, {d = 2}] }\n",
+	} {
+		f.Add([]byte(s))
+	}
+}
+
+// FuzzParse checks that Parse never panics, that every problem it reports
+// names the file and a line inside it, and that what it accepts holds the
+// invariants the rest of lbd relies on.
+func FuzzParse(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const name = "fuzz.toml"
+		cfg, err := Parse(name, data)
+		if err != nil {
+			if cfg != nil {
+				t.Fatal("Parse returned a config and an error")
+			}
+			list, ok := errors.AsType[ErrorList](err)
+			if !ok || len(list) == 0 {
+				t.Fatalf("error is %T %v, want a non-empty ErrorList", err, err)
+			}
+			lines := bytes.Count(data, []byte("\n")) + 1
+			for _, e := range list {
+				if e.File != name {
+					t.Fatalf("problem %q names file %q, want %q", e, e.File, name)
+				}
+				if e.Line < 0 || e.Line > lines {
+					t.Fatalf("problem %q at line %d of a %d-line input", e, e.Line, lines)
+				}
+			}
+			return
+		}
+		checkInvariants(t, cfg)
+	})
+}
+
+// FuzzPositions checks that the line scanner finds every key that the TOML
+// decoder finds, in any valid document.
+func FuzzPositions(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkPositionsCover(t, data)
+	})
+}
+
+func checkInvariants(t *testing.T, cfg *Config) {
+	t.Helper()
+	if len(cfg.Listeners) == 0 {
+		t.Fatal("accepted a config without listeners")
+	}
+	for _, l := range cfg.Listeners {
+		if !l.Bind.IsValid() || l.Bind.Port() == 0 {
+			t.Fatalf("listener %q: bad bind %v", l.Name, l.Bind)
+		}
+		if cfg.Pool(l.Pool) == nil {
+			t.Fatalf("listener %q feeds missing pool %q", l.Name, l.Pool)
+		}
+		if l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.Retries < 0 || l.Retries > maxRetries {
+			t.Fatalf("listener %q: bad timeouts or retries: %+v", l.Name, l)
+		}
+		if l.AcceptProxyProtocol && len(l.TrustedProxies) == 0 {
+			t.Fatalf("listener %q accepts PROXY headers from nobody", l.Name)
+		}
+	}
+	for _, p := range cfg.Pools {
+		if len(p.Backends) == 0 || !isPrime(p.MaglevTableSize) {
+			t.Fatalf("pool %q: %d backends, table size %d", p.Name, len(p.Backends), p.MaglevTableSize)
+		}
+		for _, b := range p.Backends {
+			if !b.Address.IsValid() || b.Name == "" || b.Weight < minWeight || b.Weight > maxWeight {
+				t.Fatalf("pool %q: bad backend %+v", p.Name, b)
+			}
+		}
+		h := p.HealthCheck
+		if h.Interval <= 0 || h.Timeout <= 0 || h.Timeout > h.Interval || h.Rise < 1 || h.Fall < 1 || h.ExpectStatusMin > h.ExpectStatusMax {
+			t.Fatalf("pool %q: bad health check %+v", p.Name, h)
+		}
+	}
+}
