@@ -533,14 +533,73 @@ CLK_TCK=$(getconf CLK_TCK)
 
 declare -A VAL     # "metric|system" -> values of all rounds, space-separated
 declare -A CPU     # "metric|system" -> proxy CPU % of all rounds
+declare -A OTHER   # "metric|system" -> CPU % of other processes on the proxy core
 declare -A CMDLINE # "metric|system" -> client command of the first round
 
 add_val() { VAL[$1|$2]="${VAL[$1|$2]:-}${VAL[$1|$2]:+ }$3"; }
 add_cpu() { CPU[$1|$2]="${CPU[$1|$2]:-}${CPU[$1|$2]:+ }$3"; }
+add_other() { OTHER[$1|$2]="${OTHER[$1|$2]:-}${OTHER[$1|$2]:+ }$3"; }
+
+# core_ticks CPU [busy]: user+nice+system clock ticks of one CPU; with
+# "busy", irq, softirq and steal time too.
+core_ticks() {
+	awk -v c="cpu$1" -v all="${2:-}" '$1 == c {print $2 + $3 + $4 + (all == "busy" ? $7 + $8 + $9 : 0)}' /proc/stat
+}
+
+# elapsed START: seconds since START, an earlier $EPOCHREALTIME.
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f", b - a}'; }
+
+# load_begin; ...; load_end METRIC SYSTEM ROUND: record the proxy's
+# CPU use during one load, and that of every other process on its core. A
+# busy proxy core makes the figure worthless, so that is flagged.
+load_begin() {
+	L_T0=$(cpu_ticks "$PROXY_PID")
+	L_C0=$(core_ticks "$PROXY_CPU")
+	L_W0=$EPOCHREALTIME
+}
+load_end() {
+	local t1 c1 other secs
+	t1=$(cpu_ticks "$PROXY_PID")
+	c1=$(core_ticks "$PROXY_CPU")
+	secs=$(elapsed "$L_W0")
+	[[ $2 == direct ]] || add_cpu "$1" "$2" "$(pct "$L_T0" "$t1" "$secs")"
+	other=$(awk -v c=$((c1 - L_C0)) -v t=$((t1 - L_T0)) -v s="$secs" -v hz="$CLK_TCK" \
+		'BEGIN{o = (c - t) / hz / s * 100; if (o < 0) o = 0; printf "%.0f", o}')
+	add_other "$1" "$2" "$other"
+	if [[ $2 != direct && $other -gt 10 ]]; then
+		warn "$1/$2 round $3: other processes used ${other}% of CPU $PROXY_CPU during the load, so this figure is unreliable"
+	fi
+}
+
+# quiet_check WHAT: warn when the machine is busy right before a measurement.
+quiet_check() {
+	local a0 a1 b0 b1 u0 u1 w0 secs
+	a0=$(core_ticks 0 busy)
+	a1=$(core_ticks 1 busy)
+	w0=$EPOCHREALTIME
+	sleep 0.5
+	b0=$(core_ticks 0 busy)
+	b1=$(core_ticks 1 busy)
+	secs=$(elapsed "$w0")
+	u0=$(pct "$a0" "$b0" "$secs")
+	u1=$(pct "$a1" "$b1" "$secs")
+	if [[ $u0 -gt 20 || $u1 -gt 20 ]]; then
+		warn "$1: the machine was busy just before (CPU 0 ${u0}%, CPU 1 ${u1}%), so this figure is unreliable"
+	fi
+}
 set_cmd() {
 	local k="$1|$2"
 	shift 2
 	[[ -n ${CMDLINE[$k]:-} ]] || CMDLINE[$k]="$*"
+}
+
+# show_cmd ARGS...: the command line for the report, quoting arguments with spaces.
+show_cmd() {
+	local a out=()
+	for a in "$@"; do
+		if [[ $a == *" "* ]]; then out+=("\"$a\""); else out+=("$a"); fi
+	done
+	echo "${out[*]}"
 }
 
 # pct TICKS_BEFORE TICKS_AFTER SECONDS
@@ -589,17 +648,17 @@ build_idleconns() {
 
 # measure_bulk SYSTEM ROUND STREAMS
 measure_bulk() {
-	local sys=$1 r=$2 P=$3 metric=bulk$3 port out t0 t1 gbps
+	local sys=$1 r=$2 P=$3 metric=bulk$3 port out gbps
 	port=$(front_port "$sys" bulk)
 	out=$WORK/raw/$metric-$sys-r$r.json
 	local cmd=(taskset -c "$CLIENT_CPU" iperf3 -c 127.0.0.1 -p "$port" -t "$BULK_SECS" -P "$P" -J)
 	set_cmd "$metric" "$sys" "${cmd[*]}"
-	t0=$(cpu_ticks "$PROXY_PID")
+	load_begin
 	if ! timeout $((BULK_SECS + 30)) "${cmd[@]}" >"$out" 2>"$out.err"; then
 		warn "$metric/$sys round $r: iperf3 failed: $(jq -r '.error // empty' "$out" 2>/dev/null || true) $(head -c 300 "$out.err") (see $out)"
 		return 1
 	fi
-	t1=$(cpu_ticks "$PROXY_PID")
+	load_end "$metric" "$sys" "$r"
 	proxy_ok "$sys" || return 1
 	gbps=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e9 | (. * 100 | round) / 100' "$out" 2>/dev/null || true)
 	if [[ -z $gbps ]]; then
@@ -607,13 +666,12 @@ measure_bulk() {
 		return 1
 	fi
 	add_val "$metric" "$sys" "$gbps"
-	[[ $sys == direct ]] || add_cpu "$metric" "$sys" "$(pct "$t0" "$t1" "$BULK_SECS")"
 	log "  $metric $sys: $gbps Gbit/s"
 }
 
 # measure_wrk SYSTEM ROUND conn|rr
 measure_wrk() {
-	local sys=$1 r=$2 mode=$3 port out t0 t1 rps p50 p99 total non2xx errs
+	local sys=$1 r=$2 mode=$3 port out rps p50 p99 total non2xx errs
 	port=$(front_port "$sys" http)
 	out=$WORK/raw/$mode-$sys-r$r.txt
 	local cmd=(taskset -c "$CLIENT_CPU" wrk -t"$WRK_THREADS" -d"${WRK_SECS}s" --latency)
@@ -623,13 +681,13 @@ measure_wrk() {
 		cmd+=(-c64)
 	fi
 	cmd+=("http://127.0.0.1:$port/")
-	set_cmd "$mode" "$sys" "$(printf '%q ' "${cmd[@]}")"
-	t0=$(cpu_ticks "$PROXY_PID")
+	set_cmd "$mode" "$sys" "$(show_cmd "${cmd[@]}")"
+	load_begin
 	if ! timeout $((WRK_SECS + 30)) "${cmd[@]}" >"$out" 2>&1; then
 		warn "$mode/$sys round $r: wrk failed: $(tail -n 3 "$out" | tr '\n' ' ') (see $out)"
 		return 1
 	fi
-	t1=$(cpu_ticks "$PROXY_PID")
+	if [[ $mode == conn ]]; then load_end conn "$sys" "$r"; else load_end rr_rps "$sys" "$r"; fi
 	proxy_ok "$sys" || return 1
 	rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
 	total=$(awk '/ requests in /{print $1}' "$out")
@@ -648,7 +706,6 @@ measure_wrk() {
 	if [[ $mode == conn ]]; then
 		add_val conn "$sys" "$rps"
 		log "  conn $sys: $rps connections/s"
-		[[ $sys == direct ]] || add_cpu conn "$sys" "$(pct "$t0" "$t1" "$WRK_SECS")"
 	else
 		if ! p50=$(to_ms "$p50") || ! p99=$(to_ms "$p99"); then
 			warn "rr/$sys round $r: cannot parse latency distribution (see $out)"
@@ -657,7 +714,6 @@ measure_wrk() {
 		add_val rr_rps "$sys" "$rps"
 		add_val rr_p50 "$sys" "$p50"
 		add_val rr_p99 "$sys" "$p99"
-		[[ $sys == direct ]] || add_cpu rr_rps "$sys" "$(pct "$t0" "$t1" "$WRK_SECS")"
 		log "  rr $sys: $rps req/s, p50 $p50 ms, p99 $p99 ms"
 	fi
 }
@@ -702,6 +758,7 @@ run_one() {
 	local w=$1 sys=$2 r=$3 kind=http
 	case $w in bulk*) kind=bulk ;; idle) kind=idle ;; esac
 	[[ $w == idle && $sys == direct ]] && return 0
+	quiet_check "$w/$sys round $r"
 	if ! start_proxy "$sys" "$kind"; then
 		if [[ $sys == lbd ]]; then
 			LBD_SKIP_REASON="lbd did not start (see $PROXY_LOG)"
@@ -911,17 +968,17 @@ write_report() {
 		echo
 		echo "## Every round"
 		echo
-		echo "| workload | system | values, in round order | proxy CPU % |"
-		echo "|---|---|---|---|"
+		echo "| workload | system | values, in round order | proxy CPU % | others on CPU $PROXY_CPU % |"
+		echo "|---|---|---|---|---|"
 		for m in "${METRICS[@]}"; do
 			for s in "${cols[@]}"; do
 				v=${VAL[$m|$s]:-}
 				[[ -z $v && $s == lbd ]] && continue
-				echo "| ${SHORT[$m]} | $(sysname "$s") | ${v:-–} | ${CPU[$m|$s]:-–} |"
+				echo "| ${SHORT[$m]} | $(sysname "$s") | ${v:-–} | ${CPU[$m|$s]:-–} | ${OTHER[$m|$s]:-–} |"
 			done
 		done
 		echo
-		echo "Proxy CPU % is the proxy's user+system CPU time over the load's duration (100 = its whole core)."
+		echo "Proxy CPU % is the proxy's user+system CPU time over the load's duration (100 = its whole core); the last column is the user+system time of every other process on the proxy's core, which should be near 0."
 		if [[ ${#NOTES[@]} -gt 0 ]]; then
 			echo
 			echo "## Problems during the run"
@@ -941,12 +998,12 @@ write_report() {
 		echo "# proxies (CPU $PROXY_CPU), one fresh process per measurement"
 		for s in "${cols[@]}"; do
 			[[ $s == direct ]] && continue
-			echo "${PROXY_CMD[$s]}" | relpath
+			echo "${PROXY_CMD[$s]}   # $(sysname "$s")" | relpath
 		done
 		echo "# clients (CPU $CLIENT_CPU)"
 		for m in "${STEPS[@]}"; do
 			for s in "${cols[@]}"; do
-				[[ -n ${CMDLINE[$m|$s]:-} ]] && echo "${CMDLINE[$m|$s]}" | relpath
+				[[ -n ${CMDLINE[$m|$s]:-} ]] && echo "${CMDLINE[$m|$s]}   # $(sysname "$s")" | relpath
 			done
 		done
 		echo '```'
