@@ -43,6 +43,10 @@ type conn struct {
 	state     uint8
 	queued    bool
 	rd, wr    [2]bool // readiness seen from epoll, cleared on EAGAIN
+	// hup records that epoll reported the peer's FIN (or a hang-up) on a
+	// side: from then on that side is read until EOF, never assumed
+	// drained after a short read.
+	hup [2]bool
 	fd        [2]int
 	up, down  half // client→backend, backend→client
 	timerTick int64
@@ -96,6 +100,7 @@ func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
 	c.fd = [2]int{fd, -1}
 	c.rd = [2]bool{true, false}
 	c.wr = [2]bool{true, false}
+	c.hup = [2]bool{}
 	c.up, c.down = half{}, half{}
 	c.timerTick = -1
 	c.ln, c.cfg = ln, cfg
@@ -179,7 +184,7 @@ func (l *loop) connect(c *conn) {
 		b.Active.Add(1)
 		c.backend = b
 		c.fd[sideBackend] = fd
-		c.rd[sideBackend], c.wr[sideBackend] = false, false
+		c.rd[sideBackend], c.wr[sideBackend], c.hup[sideBackend] = false, false, false
 		if err := l.register(c, fd, tagBackend); err != nil {
 			l.log.Debug("epoll_ctl backend", "err", err)
 			l.closeConn(c, true)
@@ -460,6 +465,11 @@ func (l *loop) pump(c *conn, h *half, src, dst int) int {
 		l.stats.CopiedBytes.Add(uint64(n))
 		if n == len(l.buf) {
 			h.bulk = true
+		} else if !c.hup[src] {
+			// A short read from a stream socket emptied its receive
+			// queue, so the next read would only say EAGAIN. More
+			// data, or a FIN, raises a new edge.
+			c.rd[src] = false
 		}
 		w := 0
 		if c.wr[dst] {
