@@ -38,15 +38,15 @@ type half struct {
 // conn is one client connection and its backend connection. It is owned by
 // one loop; its slot is reused after it closes, with gen incremented.
 type conn struct {
-	slot      int32
-	gen       uint32
-	state     uint8
-	queued    bool
-	rd, wr    [2]bool // readiness seen from epoll, cleared on EAGAIN
+	slot   int32
+	gen    uint32
+	state  uint8
+	queued bool
+	rd, wr [2]bool // readiness seen from epoll, cleared on EAGAIN
 	// hup records that epoll reported the peer's FIN (or a hang-up) on a
 	// side: from then on that side is read until EOF, never assumed
 	// drained after a short read.
-	hup [2]bool
+	hup       [2]bool
 	fd        [2]int
 	up, down  half // client→backend, backend→client
 	timerTick int64

@@ -83,4 +83,3 @@ Press Ctrl-C to stop.
 `)
 	return Run(ctx, cfg, log.With("demo", true), stop)
 }
-
