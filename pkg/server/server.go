@@ -14,6 +14,7 @@ import (
 
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
+	"github.com/lbd-lb/lbd/pkg/metrics"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -27,6 +28,7 @@ type Server struct {
 	pools     map[string]*pool.Pool
 	listeners map[string]*l4.Listener
 	started   time.Time
+	metrics   *metrics.Server
 }
 
 // NewLogger makes the logger the config asks for.
@@ -108,8 +110,52 @@ func (s *Server) Start() error {
 		s.listeners[lc.Name] = ln
 		s.log.Info("listening", "listener", lc.Name, "bind", ln.Addr().String(), "pool", lc.Pool, "loops", s.engine.Loops())
 	}
+	if addr := s.cfg.Global.MetricsListen; addr != "" {
+		m, err := metrics.Listen(addr, metrics.Registry(s))
+		if err != nil {
+			s.engine.Close()
+			return fmt.Errorf("metrics_listen %s: %w", addr, err)
+		}
+		s.metrics = m
+		s.log.Info("serving metrics", "addr", m.Addr().String())
+	}
 	s.started = time.Now()
 	return nil
+}
+
+// MetricsListeners implements metrics.Source.
+func (s *Server) MetricsListeners() []metrics.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]metrics.Listener, 0, len(s.listeners))
+	for name, ln := range s.listeners {
+		conns, rej := ln.Totals()
+		m := metrics.Listener{Name: name, Connections: conns, Active: ln.Active(), Rejected: map[string]uint64{}}
+		for i, reason := range l4.RejectReasons {
+			m.Rejected[reason] = rej[i]
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// MetricsBackends implements metrics.Source.
+func (s *Server) MetricsBackends() []metrics.Backend {
+	s.mu.Lock()
+	pools := make([]*pool.Pool, 0, len(s.pools))
+	for _, p := range s.pools {
+		pools = append(pools, p)
+	}
+	s.mu.Unlock()
+	var out []metrics.Backend
+	for _, p := range pools {
+		for _, b := range p.Backends() {
+			conns, errs, toB, toC := b.Totals()
+			out = append(out, metrics.Backend{Pool: p.Name(), Name: b.Name, Connections: conns, Active: b.Active.Load(),
+				BytesToBackend: toB, BytesToClient: toC, ConnectErrors: errs})
+		}
+	}
+	return out
 }
 
 // Listener returns a running listener by name.
@@ -134,6 +180,9 @@ func (s *Server) Engine() *l4.Engine { return s.engine }
 func (s *Server) Shutdown(ctx context.Context) error {
 	active := s.engine.Active()
 	s.log.Info("shutting down", "active_connections", active)
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
 	err := s.engine.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		s.log.Warn("shutdown timeout: closed remaining connections")
@@ -143,7 +192,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops everything at once.
-func (s *Server) Close() { s.engine.Close() }
+func (s *Server) Close() {
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	s.engine.Close()
+}
 
 // Run starts the server and serves until ctx is done, then shuts down
 // gracefully within the config's shutdown_timeout; a second signal (stop

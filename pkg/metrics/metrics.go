@@ -1,0 +1,140 @@
+// Package metrics exposes lbd's counters to Prometheus. The data plane
+// keeps its counters per event loop, written only by their loop; the
+// collector here sums them when Prometheus scrapes, so forwarding never
+// waits on metrics.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Listener is one listener's counters, summed over loops.
+type Listener struct {
+	Name        string
+	Connections uint64
+	Active      int64
+	// Rejected maps a reason (max_connections, no_backend, proxy_header)
+	// to its count.
+	Rejected map[string]uint64
+}
+
+// Backend is one backend's counters, summed over loops.
+type Backend struct {
+	Pool, Name     string
+	Connections    uint64
+	Active         int64
+	BytesToBackend uint64
+	BytesToClient  uint64
+	ConnectErrors  uint64
+}
+
+// Source is what the collector reads at scrape time.
+type Source interface {
+	MetricsListeners() []Listener
+	MetricsBackends() []Backend
+}
+
+var (
+	descListenerConns = prometheus.NewDesc("lbd_listener_connections_total",
+		"Connections accepted by the listener.", []string{"listener"}, nil)
+	descListenerActive = prometheus.NewDesc("lbd_listener_active_connections",
+		"Open connections accepted by the listener.", []string{"listener"}, nil)
+	descListenerRejected = prometheus.NewDesc("lbd_listener_rejected_total",
+		"Connections closed without being forwarded, by reason.", []string{"listener", "reason"}, nil)
+	descBackendConns = prometheus.NewDesc("lbd_backend_connections_total",
+		"Connections established to the backend.", []string{"pool", "backend"}, nil)
+	descBackendActive = prometheus.NewDesc("lbd_backend_active_connections",
+		"Open connections to the backend.", []string{"pool", "backend"}, nil)
+	descBackendBytes = prometheus.NewDesc("lbd_backend_bytes_total",
+		"Bytes forwarded, by direction.", []string{"pool", "backend", "direction"}, nil)
+	descBackendErrors = prometheus.NewDesc("lbd_backend_connect_errors_total",
+		"Failed connects to the backend.", []string{"pool", "backend"}, nil)
+)
+
+// Collector is a prometheus.Collector over a Source.
+type Collector struct{ src Source }
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector reads src on every scrape.
+func NewCollector(src Source) *Collector { return &Collector{src: src} }
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descListenerConns, descListenerActive, descListenerRejected,
+		descBackendConns, descBackendActive, descBackendBytes, descBackendErrors} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	for _, l := range c.src.MetricsListeners() {
+		counter(descListenerConns, l.Connections, l.Name)
+		gauge(descListenerActive, l.Active, l.Name)
+		for reason, n := range l.Rejected {
+			counter(descListenerRejected, n, l.Name, reason)
+		}
+	}
+	for _, b := range c.src.MetricsBackends() {
+		counter(descBackendConns, b.Connections, b.Pool, b.Name)
+		gauge(descBackendActive, b.Active, b.Pool, b.Name)
+		counter(descBackendBytes, b.BytesToBackend, b.Pool, b.Name, "to_backend")
+		counter(descBackendBytes, b.BytesToClient, b.Pool, b.Name, "to_client")
+		counter(descBackendErrors, b.ConnectErrors, b.Pool, b.Name)
+	}
+}
+
+// Registry holds lbd's collector with the go_* and process_* ones.
+func Registry(src Source) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(src), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Server serves /metrics.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Listen binds addr and serves reg's metrics at /metrics.
+func Listen(addr string, reg *prometheus.Registry) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops serving.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
