@@ -18,7 +18,7 @@ import (
 const demoConfig = `
 [global]
 admin_socket = "ADMIN"
-metrics_listen = ""
+metrics_listen = "127.0.0.1:9090"
 log_level = "info"
 shutdown_timeout = "5s"
 
@@ -78,6 +78,7 @@ func Demo(ctx context.Context, out io.Writer, stop <-chan struct{}) error {
   curl http://127.0.0.1:8080/   # wrr: successive requests spread over the backends
   curl http://127.0.0.1:8081/   # maglev by source IP: the same client sticks to one backend
   curl --interface 127.0.0.2 http://127.0.0.1:8081/   # another source IP may land elsewhere
+  curl -s http://127.0.0.1:9090/metrics | grep ^lbd_   # Prometheus metrics
 
 Press Ctrl-C to stop.
 `)
