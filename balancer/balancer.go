@@ -70,7 +70,8 @@ func (t *Tried) Reset() { t.n = 0 }
 type Balancer interface {
 	// Pick returns the index, in the slice the balancer was built from, of
 	// the backend for a new connection, or -1 when every backend is
-	// excluded by tried. key is the hashed flow key (only maglev reads it).
+	// excluded by tried. key is the flow key from HashKey (only maglev
+	// reads it).
 	// loop is the calling event loop's index, 0 <= loop < Options.Loops; a
 	// stateful algorithm (wrr) keeps separate state per loop so that loops
 	// never share a lock or a written cache line.
@@ -79,7 +80,7 @@ type Balancer interface {
 
 // Options tunes construction.
 type Options struct {
-	// Loops is the number of event loops that will call Pick; at least 1.
+	// Loops is the number of event loops that will call Pick. 0 means 1.
 	Loops int
 	// TableSize is the Maglev lookup table size, a prime. 0 means 65537.
 	TableSize int
