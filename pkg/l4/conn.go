@@ -237,11 +237,14 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 		if side != sideBackend || events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		if err := rawSoError(c.fd[sideBackend]); err != nil {
+		// A refused or failed connect raises EPOLLERR or EPOLLHUP; plain
+		// EPOLLOUT means connected, so SO_ERROR is read only on error.
+		if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			err := rawSoError(c.fd[sideBackend])
+			if err == nil {
+				err = unix.ECONNRESET
+			}
 			l.connectFailed(c, err)
-			return
-		}
-		if events&unix.EPOLLOUT == 0 {
 			return
 		}
 		l.connected(c)
@@ -333,7 +336,7 @@ func (l *loop) getPipe() (pipe, error) {
 func (l *loop) service(c *conn) {
 	more := false
 	if !c.up.shut {
-		r := l.pump(c, &c.up, sideClient, sideBackend)
+		r := l.pump(c, &c.up, &c.down, sideClient, sideBackend)
 		if r == pumpFailed {
 			l.closeConn(c, true)
 			return
@@ -341,7 +344,7 @@ func (l *loop) service(c *conn) {
 		more = r == pumpMore
 	}
 	if !c.down.shut {
-		r := l.pump(c, &c.down, sideBackend, sideClient)
+		r := l.pump(c, &c.down, &c.up, sideBackend, sideClient)
 		if r == pumpFailed {
 			l.closeConn(c, true)
 			return
@@ -368,7 +371,7 @@ const (
 // nothing more, the destination is full (backpressure: the bytes stay in
 // the pipe and the source is not read until they drain), the budget is
 // used up, or the source's FIN has been passed on.
-func (l *loop) pump(c *conn, h *half, src, dst int) int {
+func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 	moved := 0
 	sfd, dfd := c.fd[src], c.fd[dst]
 	toBackend := dst == sideBackend
@@ -401,8 +404,13 @@ func (l *loop) pump(c *conn, h *half, src, dst int) int {
 				l.pipes.put(h.p)
 				h.held = false
 			}
-			if err := rawShutdown(dfd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
-				return pumpFailed
+			// When the other direction has ended too, the connection is
+			// closed next, and close(2) sends the FIN: both receive
+			// queues were read to EOF, so it cannot turn into a reset.
+			if !other.shut {
+				if err := rawShutdown(dfd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+					return pumpFailed
+				}
 			}
 			h.shut = true
 			return pumpIdle
