@@ -566,8 +566,7 @@ func (l *loop) closeConn(c *conn, reset bool) {
 	l.free = append(l.free, c.slot)
 }
 
-// closeListenerConns is used by disable (a later issue) and shutdown: it
-// closes every connection to backend b.
+// closeBackendConns resets every connection of this loop to backend b.
 func (l *loop) closeBackendConns(b *pool.Backend) {
 	for _, c := range l.conns {
 		if c.state != stFree && c.backend == b {

@@ -305,6 +305,13 @@ func (e *Engine) CloseListener(ln *Listener) {
 	e.eachLoop(func(l *loop) { l.removeListener(ln) })
 }
 
+// CloseBackend resets every open connection to b, in every loop. It is
+// how disabling a backend takes effect; it waits until every loop has done
+// so.
+func (e *Engine) CloseBackend(b *pool.Backend) {
+	e.eachLoop(func(l *loop) { l.closeBackendConns(b) })
+}
+
 // Active is the number of open connections across all loops.
 func (e *Engine) Active() int64 {
 	var n int64

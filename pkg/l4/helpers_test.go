@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-lb/lbd/healthcheck"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -30,14 +31,16 @@ func testEngine(t testing.TB, opts Options) *Engine {
 
 func testPool(t testing.TB, loops int, algorithm string, addrs ...netip.AddrPort) *pool.Pool {
 	t.Helper()
-	spec := pool.Spec{Name: "p", Algorithm: algorithm, Hash: "source_ip", MaglevTableSize: 65537}
+	spec := pool.Spec{Name: "p", Algorithm: algorithm, Hash: "source_ip", MaglevTableSize: 65537,
+		HealthCheck: healthcheck.Config{Type: healthcheck.TypeNone}}
 	for _, a := range addrs {
 		spec.Backends = append(spec.Backends, pool.BackendSpec{Address: a, Weight: 100})
 	}
-	p, err := pool.New(spec, loops)
+	p, err := pool.New(spec, pool.Options{Loops: loops}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.Close)
 	return p
 }
 

@@ -34,6 +34,12 @@ type Backend struct {
 	BytesToBackend uint64
 	BytesToClient  uint64
 	ConnectErrors  uint64
+	// Up is the backend's health.
+	Up bool
+	// Draining and Disabled are the operator's state.
+	Draining, Disabled bool
+	ChecksOK           uint64
+	ChecksFailed       uint64
 }
 
 // Source is what the collector reads at scrape time.
@@ -57,6 +63,13 @@ var (
 		"Bytes forwarded, by direction.", []string{"pool", "backend", "direction"}, nil)
 	descBackendErrors = prometheus.NewDesc("lbd_backend_connect_errors_total",
 		"Failed connects to the backend.", []string{"pool", "backend"}, nil)
+	descBackendUp = prometheus.NewDesc("lbd_backend_up",
+		"1 when the backend is healthy.", []string{"pool", "backend"}, nil)
+	descBackendState = prometheus.NewDesc("lbd_backend_state",
+		"1 for each state the backend is in: up or down (health), draining or disabled (operator).",
+		[]string{"pool", "backend", "state"}, nil)
+	descHealthChecks = prometheus.NewDesc("lbd_health_checks_total",
+		"Active health probes, by result.", []string{"pool", "backend", "result"}, nil)
 )
 
 // Collector is a prometheus.Collector over a Source.
@@ -70,7 +83,8 @@ func NewCollector(src Source) *Collector { return &Collector{src: src} }
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descListenerConns, descListenerActive, descListenerRejected,
-		descBackendConns, descBackendActive, descBackendBytes, descBackendErrors} {
+		descBackendConns, descBackendActive, descBackendBytes, descBackendErrors,
+		descBackendUp, descBackendState, descHealthChecks} {
 		ch <- d
 	}
 }
@@ -96,7 +110,21 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBackendBytes, b.BytesToBackend, b.Pool, b.Name, "to_backend")
 		counter(descBackendBytes, b.BytesToClient, b.Pool, b.Name, "to_client")
 		counter(descBackendErrors, b.ConnectErrors, b.Pool, b.Name)
+		gauge(descBackendUp, b01(b.Up), b.Pool, b.Name)
+		gauge(descBackendState, b01(b.Up), b.Pool, b.Name, "up")
+		gauge(descBackendState, b01(!b.Up), b.Pool, b.Name, "down")
+		gauge(descBackendState, b01(b.Draining), b.Pool, b.Name, "draining")
+		gauge(descBackendState, b01(b.Disabled), b.Pool, b.Name, "disabled")
+		counter(descHealthChecks, b.ChecksOK, b.Pool, b.Name, "success")
+		counter(descHealthChecks, b.ChecksFailed, b.Pool, b.Name, "failure")
 	}
+}
+
+func b01(v bool) int64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // Registry holds lbd's collector with the go_* and process_* ones.

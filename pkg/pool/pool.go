@@ -1,17 +1,22 @@
 // Package pool holds the live set of backends of one pool: their addresses,
-// weights, exact active-connection counts and per-loop traffic counters. It
-// publishes the eligible backends, with a balancer built over them, as an
-// immutable Snapshot through an atomic pointer; the event loops read it on
-// every new connection and never take a lock.
+// health and operator state, weights, exact active-connection counts and
+// per-loop traffic counters. It joins the balancer and the health checker:
+// every change of state rebuilds the balancer over the eligible backends,
+// off the hot path, and publishes it as an immutable Snapshot through an
+// atomic pointer. The event loops read the snapshot on every new connection
+// and never take a lock.
 package pool
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
 	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/healthcheck"
 )
 
 // BackendSpec describes one backend as configured.
@@ -29,7 +34,48 @@ type Spec struct {
 	Hash            string // source_ip | source_ip_port
 	MaglevTableSize int
 	PassiveFailures int
+	HealthCheck     healthcheck.Config
 	Backends        []BackendSpec
+}
+
+// Options are the pool's ties to the rest of the process.
+type Options struct {
+	// Loops is the number of event loops; per-loop counters are sized by
+	// it. At least 1.
+	Loops int
+	// Logger receives one info line per change of a backend's state.
+	Logger *slog.Logger
+	// OnDisable closes the open connections of a backend that an operator
+	// disabled. It runs off the hot path and may block briefly.
+	OnDisable func(b *Backend)
+	// Health are extra options for the health checker (a fake clock or
+	// prober in tests).
+	Health []healthcheck.Option
+}
+
+// AdminState is the operator's state of a backend, independent of its
+// health.
+type AdminState int32
+
+// Operator states.
+const (
+	// Active backends take new connections when healthy.
+	Active AdminState = iota
+	// Draining backends take no new connections or flows; open ones go on.
+	Draining
+	// Disabled backends take nothing new, and their open connections are
+	// closed.
+	Disabled
+)
+
+func (s AdminState) String() string {
+	switch s {
+	case Draining:
+		return "draining"
+	case Disabled:
+		return "disabled"
+	}
+	return "active"
 }
 
 // LoopStats are one event loop's counters for one backend. Only that loop
@@ -43,21 +89,30 @@ type LoopStats struct {
 	_              [32]byte // keep loops' counters on separate cache lines
 }
 
-// Backend is one backend's live state. Its address and name never change;
-// a reload that changes them makes a new Backend.
+// Backend is one backend's live state. Its name and address never change;
+// a reload keeps the same Backend for a backend whose name and address are
+// unchanged, so that its counters, health and operator state carry over.
 type Backend struct {
 	Name    string
 	Addr    netip.AddrPort
 	MaxConn int64 // 0 = unlimited
 
 	// Active is the exact number of open connections to the backend.
-	// least_conn and p2c read it, so every open and close updates it.
+	// least_conn, p2c, drain --wait and the metrics read it, so every open
+	// and close updates it.
 	Active atomic.Int64
 
 	weight atomic.Int32
+	// weightSet records that an operator set the weight at runtime; such a
+	// weight survives reloads.
+	weightSet atomic.Bool
+	healthy   atomic.Bool
+	admin     atomic.Int32
 	// consecutive connect failures seen by the data plane, for passive
 	// health checking.
 	connectFailures atomic.Int32
+	checksOK        atomic.Uint64
+	checksFailed    atomic.Uint64
 
 	stats []LoopStats
 }
@@ -67,6 +122,20 @@ func (b *Backend) Stats(loop int) *LoopStats { return &b.stats[loop] }
 
 // Weight is the backend's current weight.
 func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// Healthy reports the backend's health.
+func (b *Backend) Healthy() bool { return b.healthy.Load() }
+
+// Admin is the operator's state of the backend.
+func (b *Backend) Admin() AdminState { return AdminState(b.admin.Load()) }
+
+// Eligible reports whether the backend may take new connections.
+func (b *Backend) Eligible() bool { return b.Healthy() && b.Admin() == Active }
+
+// HealthChecks returns the number of successful and failed probes.
+func (b *Backend) HealthChecks() (ok, failed uint64) {
+	return b.checksOK.Load(), b.checksFailed.Load()
+}
 
 // Totals sums the per-loop counters.
 func (b *Backend) Totals() (conns, errs, toBackend, toClient uint64) {
@@ -89,35 +158,118 @@ type Snapshot struct {
 	HashPort bool
 }
 
+// Errors from operator actions.
+var (
+	ErrWeight = errors.New("pool: weight out of range 1..10000")
+)
+
 // Pool is the live state of one pool.
 type Pool struct {
-	spec  Spec
-	loops int
+	spec Spec
+	opts Options
+	log  *slog.Logger
 
-	mu       sync.Mutex // serialises rebuilds; never taken by the data plane
+	mu       sync.Mutex // serialises changes and rebuilds; never taken by the data plane
 	backends []*Backend
-	snap     atomic.Pointer[Snapshot]
+	byName   map[string]*Backend
+	checker  *healthcheck.Checker
+	closed   bool
+	// pending names the new backends whose first probe has not reported
+	// yet; ready is closed when it empties.
+	pending map[string]bool
+	ready   chan struct{}
+
+	snap atomic.Pointer[Snapshot]
 }
 
-// New builds a pool for a data plane of the given number of event loops.
-func New(spec Spec, loops int) (*Pool, error) {
-	if loops < 1 {
-		loops = 1
+// New builds a pool and starts its health checks. prev, when not nil, is
+// the pool this one replaces on a reload: a backend with the same name and
+// address is carried over whole (counters, health, operator state, and a
+// weight set by an operator), so that open connections stay counted
+// exactly and nothing flaps. The caller closes prev once the new pool is
+// in use.
+func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
+	if opts.Loops < 1 {
+		opts.Loops = 1
 	}
-	p := &Pool{spec: spec, loops: loops}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{spec: spec, opts: opts, log: opts.Logger.With("pool", spec.Name), byName: map[string]*Backend{},
+		pending: map[string]bool{}, ready: make(chan struct{})}
+	carried := map[*Backend]healthcheck.State{}
 	for _, bs := range spec.Backends {
-		b := &Backend{Name: bs.Name, Addr: bs.Address, MaxConn: int64(bs.MaxConnections), stats: make([]LoopStats, loops)}
-		if b.Name == "" {
-			b.Name = bs.Address.String()
+		name := bs.Name
+		if name == "" {
+			name = bs.Address.String()
 		}
-		b.weight.Store(int32(bs.Weight))
+		var b *Backend
+		if prev != nil {
+			if old := prev.Backend(name); old != nil && old.Addr == bs.Address && len(old.stats) == opts.Loops {
+				b = old
+				carried[b] = healthcheck.State{Up: old.Healthy(), Known: true}
+			}
+		}
+		if b == nil {
+			b = &Backend{Name: name, Addr: bs.Address, stats: make([]LoopStats, opts.Loops)}
+		}
+		b.MaxConn = int64(bs.MaxConnections)
+		if !b.weightSet.Load() {
+			b.weight.Store(int32(bs.Weight))
+		}
 		p.backends = append(p.backends, b)
+		p.byName[name] = b
 	}
-	if err := p.rebuild(); err != nil {
+	// Building the balancer first catches a spec it rejects before any
+	// probe starts.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.buildLocked(p.backends); err != nil {
+		return nil, fmt.Errorf("pool %q: %w", spec.Name, err)
+	}
+	hopts := append([]healthcheck.Option{
+		healthcheck.OnProbe(p.onProbe),
+		healthcheck.WithLogger(p.log),
+	}, opts.Health...)
+	p.checker = healthcheck.New(spec.HealthCheck, p.onHealth, hopts...)
+	for _, b := range p.backends {
+		st := p.checker.Add(b.Name, b.Addr, carried[b])
+		b.healthy.Store(st.Up)
+		if !st.Known {
+			p.pending[b.Name] = true
+		}
+	}
+	if len(p.pending) == 0 {
+		close(p.ready)
+	}
+	if err := p.rebuildLocked(); err != nil {
+		p.checker.Close()
 		return nil, fmt.Errorf("pool %q: %w", spec.Name, err)
 	}
 	return p, nil
 }
+
+// Close stops the pool's health checks. Its backends may live on in the
+// pool that replaced it.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	c := p.checker
+	p.mu.Unlock()
+	// Outside the lock: Close waits for pending events, whose delivery
+	// takes the lock.
+	c.Close()
+}
+
+// Ready is closed once every backend's health is known: the first probe of
+// each new backend has reported, whatever its result. Waiting for it before
+// listening means no client is turned away at start-up for want of a
+// verdict that was milliseconds away.
+func (p *Pool) Ready() <-chan struct{} { return p.ready }
 
 // Name is the pool's name.
 func (p *Pool) Name() string { return p.spec.Name }
@@ -128,7 +280,8 @@ func (p *Pool) Spec() Spec { return p.spec }
 // Snapshot returns the current eligible set. It never returns nil.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
 
-// Backends returns every backend of the pool, eligible or not.
+// Backends returns every backend of the pool, eligible or not, in config
+// order.
 func (p *Pool) Backends() []*Backend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -139,8 +292,11 @@ func (p *Pool) Backends() []*Backend {
 func (p *Pool) Backend(name string) *Backend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if b := p.byName[name]; b != nil {
+		return b
+	}
 	for _, b := range p.backends {
-		if b.Name == name || b.Addr.String() == name {
+		if b.Addr.String() == name {
 			return b
 		}
 	}
@@ -148,34 +304,103 @@ func (p *Pool) Backend(name string) *Backend {
 }
 
 // SetWeight changes a backend's weight. New picks follow it; open
-// connections are not moved.
+// connections are not moved. The weight survives reloads.
 func (p *Pool) SetWeight(b *Backend, w int) error {
-	if w < 1 || w > 10000 {
-		return fmt.Errorf("weight %d out of range 1..10000", w)
+	if w < 1 || w > balancer.MaxWeight {
+		return fmt.Errorf("%w: %d", ErrWeight, w)
 	}
-	b.weight.Store(int32(w))
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	old := b.Weight()
+	b.weight.Store(int32(w))
+	b.weightSet.Store(true)
+	if old != w {
+		p.log.Info("backend weight", "backend", b.Name, "weight", w, "was", old)
+	}
 	return p.rebuildLocked()
 }
 
-func (p *Pool) rebuild() error {
+// Drain stops new connections to b; open ones continue, and health checks
+// go on.
+func (p *Pool) Drain(b *Backend) error { return p.setAdmin(b, Draining) }
+
+// Disable stops new connections to b and closes its open ones.
+func (p *Pool) Disable(b *Backend) error { return p.setAdmin(b, Disabled) }
+
+// Enable undoes Drain or Disable.
+func (p *Pool) Enable(b *Backend) error { return p.setAdmin(b, Active) }
+
+func (p *Pool) setAdmin(b *Backend, s AdminState) error {
+	p.mu.Lock()
+	old := b.Admin()
+	b.admin.Store(int32(s))
+	var err error
+	if old != s {
+		p.log.Info("backend "+s.String(), "backend", b.Name, "reason", "operator", "was", old.String())
+		err = p.rebuildLocked()
+	}
+	p.mu.Unlock()
+	// Close connections after the new snapshot is out, so that no new
+	// connection lands on b while its old ones are being closed.
+	if s == Disabled && p.opts.OnDisable != nil {
+		p.opts.OnDisable(b)
+	}
+	return err
+}
+
+// onHealth applies a health checker's verdict.
+func (p *Pool) onHealth(ev healthcheck.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.rebuildLocked()
+	b := p.byName[ev.ID]
+	if b == nil || p.closed {
+		return
+	}
+	if p.pending[ev.ID] {
+		delete(p.pending, ev.ID)
+		if len(p.pending) == 0 {
+			close(p.ready)
+		}
+	}
+	if b.healthy.Load() == ev.Up {
+		return
+	}
+	b.healthy.Store(ev.Up)
+	if ev.Up {
+		b.connectFailures.Store(0)
+		p.log.Info("backend up", "backend", b.Name, "reason", ev.Reason)
+	} else {
+		p.log.Info("backend down", "backend", b.Name, "reason", ev.Reason)
+	}
+	if err := p.rebuildLocked(); err != nil {
+		p.log.Error("rebuilding balancer", "err", err)
+	}
+}
+
+func (p *Pool) onProbe(id string, ok bool) {
+	p.mu.Lock()
+	b := p.byName[id]
+	p.mu.Unlock()
+	if b == nil {
+		return
+	}
+	if ok {
+		b.checksOK.Add(1)
+	} else {
+		b.checksFailed.Add(1)
+	}
 }
 
 // rebuildLocked builds a new balancer over the eligible backends and
-// publishes it. It runs off the hot path, whenever membership, weight or
-// state changes.
+// publishes it.
 func (p *Pool) rebuildLocked() error {
 	var eligible []*Backend
-	var bb []balancer.Backend
 	for _, b := range p.backends {
-		eligible = append(eligible, b)
-		bb = append(bb, balancer.Backend{Name: b.Name, Weight: b.Weight(), Active: &b.Active})
+		if b.Eligible() {
+			eligible = append(eligible, b)
+		}
 	}
-	bal, err := balancer.New(p.spec.Algorithm, bb, balancer.Options{Loops: p.loops, TableSize: p.spec.MaglevTableSize})
+	bal, err := p.buildLocked(eligible)
 	if err != nil {
 		return err
 	}
@@ -183,9 +408,21 @@ func (p *Pool) rebuildLocked() error {
 	return nil
 }
 
+func (p *Pool) buildLocked(set []*Backend) (balancer.Balancer, error) {
+	bb := make([]balancer.Backend, len(set))
+	for i, b := range set {
+		bb[i] = balancer.Backend{Name: b.Name, Weight: b.Weight(), Active: &b.Active}
+	}
+	return balancer.New(p.spec.Algorithm, bb, balancer.Options{Loops: p.opts.Loops, TableSize: p.spec.MaglevTableSize})
+}
+
 // ConnectFailed records a failed connect to b seen by the data plane.
+// PassiveFailures of them in a row take b down at once.
 func (p *Pool) ConnectFailed(b *Backend) {
-	b.connectFailures.Add(1)
+	n := b.connectFailures.Add(1)
+	if lim := p.spec.PassiveFailures; lim > 0 && int(n) == lim {
+		p.checker.PassiveDown(b.Name, fmt.Sprintf("%d consecutive connect failures", n))
+	}
 }
 
 // ConnectSucceeded records a successful connect to b.

@@ -2,11 +2,14 @@ package pool
 
 import (
 	"net/netip"
+
+	"github.com/lbd-lb/lbd/healthcheck"
 	"testing"
 )
 
 func spec(algorithm string, weights ...int) Spec {
-	s := Spec{Name: "p", Algorithm: algorithm, Hash: "source_ip", MaglevTableSize: 65537}
+	s := Spec{Name: "p", Algorithm: algorithm, Hash: "source_ip", MaglevTableSize: 65537,
+		HealthCheck: healthcheck.Config{Type: healthcheck.TypeNone}}
 	for i, w := range weights {
 		s.Backends = append(s.Backends, BackendSpec{
 			Address: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 80),
@@ -27,7 +30,7 @@ func share(snap *Snapshot, loops int) []int {
 // TestSetWeight: a weight change publishes a new snapshot for new picks;
 // a snapshot already taken (by a connection being set up) is unchanged.
 func TestSetWeight(t *testing.T) {
-	p, err := New(spec("wrr", 1, 1), 2)
+	p, err := New(spec("wrr", 1, 1), Options{Loops: 2}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +57,7 @@ func TestSetWeight(t *testing.T) {
 func TestBackendLookup(t *testing.T) {
 	s := spec("maglev", 1, 1)
 	s.Backends[1].Name = "named"
-	p, err := New(s, 1)
+	p, err := New(s, Options{Loops: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +76,10 @@ func TestBackendLookup(t *testing.T) {
 }
 
 func TestBadSpec(t *testing.T) {
-	if _, err := New(spec("bogus", 1), 1); err == nil {
+	if _, err := New(spec("bogus", 1), Options{Loops: 1}, nil); err == nil {
 		t.Fatal("unknown algorithm accepted")
 	}
-	if _, err := New(spec("maglev", 1, 20000), 1); err == nil {
+	if _, err := New(spec("maglev", 1, 20000), Options{Loops: 1}, nil); err == nil {
 		t.Fatal("weight out of range accepted")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lbd-lb/lbd/healthcheck"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
 	"github.com/lbd-lb/lbd/pkg/metrics"
@@ -48,9 +49,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: log, engine: engine, cfg: cfg, pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}}
+	popts := pool.Options{Loops: engine.Loops(), Logger: log, OnDisable: engine.CloseBackend}
 	for _, pc := range cfg.Pools {
-		p, err := pool.New(poolSpec(pc), engine.Loops())
+		p, err := pool.New(poolSpec(pc), popts, nil)
 		if err != nil {
+			s.closePools()
 			engine.Close()
 			return nil, err
 		}
@@ -66,6 +69,18 @@ func poolSpec(pc config.Pool) pool.Spec {
 		Hash:            pc.Hash,
 		MaglevTableSize: pc.MaglevTableSize,
 		PassiveFailures: pc.PassiveFailures,
+		HealthCheck: healthcheck.Config{
+			Type:            pc.HealthCheck.Type,
+			Interval:        pc.HealthCheck.Interval,
+			Timeout:         pc.HealthCheck.Timeout,
+			Rise:            pc.HealthCheck.Rise,
+			Fall:            pc.HealthCheck.Fall,
+			Port:            pc.HealthCheck.Port,
+			Path:            pc.HealthCheck.Path,
+			Host:            pc.HealthCheck.Host,
+			ExpectStatusMin: pc.HealthCheck.ExpectStatusMin,
+			ExpectStatusMax: pc.HealthCheck.ExpectStatusMax,
+		},
 	}
 	for _, b := range pc.Backends {
 		spec.Backends = append(spec.Backends, pool.BackendSpec{Name: b.Name, Address: b.Address, Weight: b.Weight, MaxConnections: b.MaxConnections})
@@ -101,6 +116,7 @@ func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.engine.Start()
+	s.awaitHealth()
 	for _, lc := range s.cfg.Listeners {
 		ln, err := s.engine.Listen(s.listenerConfig(lc))
 		if err != nil {
@@ -151,11 +167,30 @@ func (s *Server) MetricsBackends() []metrics.Backend {
 	for _, p := range pools {
 		for _, b := range p.Backends() {
 			conns, errs, toB, toC := b.Totals()
+			ok, failed := b.HealthChecks()
 			out = append(out, metrics.Backend{Pool: p.Name(), Name: b.Name, Connections: conns, Active: b.Active.Load(),
-				BytesToBackend: toB, BytesToClient: toC, ConnectErrors: errs})
+				BytesToBackend: toB, BytesToClient: toC, ConnectErrors: errs,
+				Up: b.Healthy(), Draining: b.Admin() == pool.Draining, Disabled: b.Admin() == pool.Disabled,
+				ChecksOK: ok, ChecksFailed: failed})
 		}
 	}
 	return out
+}
+
+// awaitHealth waits, at most one probe timeout per pool, for the first
+// probe of every backend, so that listeners open with the backends'
+// health known.
+func (s *Server) awaitHealth() {
+	for _, pc := range s.cfg.Pools {
+		p := s.pools[pc.Name]
+		t := time.NewTimer(pc.HealthCheck.Timeout + 50*time.Millisecond)
+		select {
+		case <-p.Ready():
+		case <-t.C:
+			s.log.Warn("first health checks still running; listening anyway", "pool", pc.Name)
+		}
+		t.Stop()
+	}
 }
 
 // Listener returns a running listener by name.
@@ -184,6 +219,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.metrics.Close()
 	}
 	err := s.engine.Shutdown(ctx)
+	s.closePools()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		s.log.Warn("shutdown timeout: closed remaining connections")
 		return nil
@@ -197,6 +233,13 @@ func (s *Server) Close() {
 		s.metrics.Close()
 	}
 	s.engine.Close()
+	s.closePools()
+}
+
+func (s *Server) closePools() {
+	for _, p := range s.pools {
+		p.Close()
+	}
 }
 
 // Run starts the server and serves until ctx is done, then shuts down
