@@ -1,10 +1,15 @@
 package pool
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
 
 	"github.com/lbd-lb/lbd/healthcheck"
-	"testing"
 )
 
 func spec(algorithm string, weights ...int) Spec {
@@ -81,5 +86,244 @@ func TestBadSpec(t *testing.T) {
 	}
 	if _, err := New(spec("maglev", 1, 20000), Options{Loops: 1}, nil); err == nil {
 		t.Fatal("weight out of range accepted")
+	}
+}
+
+// script is a health prober whose verdict per address the test sets.
+type script struct {
+	mu   sync.Mutex
+	fail map[netip.AddrPort]error
+}
+
+func (s *script) set(a netip.AddrPort, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail == nil {
+		s.fail = map[netip.AddrPort]error{}
+	}
+	s.fail[a] = err
+}
+
+func (s *script) Probe(_ context.Context, a netip.AddrPort) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fail[a]
+}
+
+// healthPool builds a pool with a scripted prober on a fake clock.
+func healthPool(t *testing.T, sp Spec, opts Options) (*Pool, *script, *healthcheck.FakeClock) {
+	t.Helper()
+	sc := &script{}
+	clock := healthcheck.NewFakeClock(time.Unix(1e9, 0))
+	opts.Health = append(opts.Health, healthcheck.WithClock(clock), healthcheck.WithProber(sc))
+	sp.HealthCheck = healthcheck.Config{Type: healthcheck.TypeTCP, Interval: time.Second, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 3}
+	p, err := New(sp, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, sc, clock
+}
+
+// eventually polls cond: probes run on their own goroutines, so the test
+// observes their effect rather than pacing itself.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func names(s *Snapshot) string {
+	var out []string
+	for _, b := range s.Backends {
+		out = append(out, b.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+// step advances one probe interval and waits until every backend has been
+// probed once more.
+func step(t *testing.T, p *Pool, clock *healthcheck.FakeClock) {
+	t.Helper()
+	before := map[*Backend]uint64{}
+	for _, b := range p.Backends() {
+		ok, failed := b.HealthChecks()
+		before[b] = ok + failed
+	}
+	clock.Advance(1100 * time.Millisecond) // past the interval and its jitter
+	eventually(t, "a probe of every backend", func() bool {
+		for _, b := range p.Backends() {
+			ok, failed := b.HealthChecks()
+			if ok+failed <= before[b] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestHealthRiseFall(t *testing.T) {
+	sp := spec("wrr", 1, 1)
+	p, sc, clock := healthPool(t, sp, Options{})
+	a, b := p.Backends()[0], p.Backends()[1]
+	<-p.Ready()
+	eventually(t, "both up after one probe", func() bool { return names(p.Snapshot()) == a.Name+","+b.Name })
+
+	sc.set(a.Addr, errors.New("connection refused"))
+	for i := 1; i < 3; i++ {
+		step(t, p, clock)
+		if !a.Healthy() {
+			t.Fatalf("down after %d failures, fall is 3", i)
+		}
+	}
+	step(t, p, clock)
+	eventually(t, "a out of rotation", func() bool { return names(p.Snapshot()) == b.Name })
+	if a.Healthy() {
+		t.Fatal("a still healthy")
+	}
+	// Flapping below rise changes nothing.
+	for i := 0; i < 3; i++ {
+		sc.set(a.Addr, nil)
+		step(t, p, clock)
+		sc.set(a.Addr, errors.New("flap"))
+		step(t, p, clock)
+		if a.Healthy() {
+			t.Fatal("came up on alternating results")
+		}
+	}
+	sc.set(a.Addr, nil)
+	step(t, p, clock)
+	step(t, p, clock)
+	eventually(t, "a back after rise successes", func() bool { return a.Healthy() && names(p.Snapshot()) == a.Name+","+b.Name })
+}
+
+func TestDrainDisableEnable(t *testing.T) {
+	var disabled []*Backend
+	p, _, _ := healthPool(t, spec("least_conn", 1, 1), Options{OnDisable: func(b *Backend) { disabled = append(disabled, b) }})
+	<-p.Ready()
+	a, b := p.Backends()[0], p.Backends()[1]
+	eventually(t, "both up", func() bool { return len(p.Snapshot().Backends) == 2 })
+	if err := p.Drain(a); err != nil {
+		t.Fatal(err)
+	}
+	if names(p.Snapshot()) != b.Name || a.Admin() != Draining || !a.Healthy() {
+		t.Fatalf("after drain: %s, %v", names(p.Snapshot()), a.Admin())
+	}
+	if len(disabled) != 0 {
+		t.Fatal("drain closed connections")
+	}
+	if err := p.Disable(a); err != nil {
+		t.Fatal(err)
+	}
+	if len(disabled) != 1 || disabled[0] != a || a.Admin() != Disabled {
+		t.Fatalf("disable did not close a's connections: %v", disabled)
+	}
+	if err := p.Enable(a); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Snapshot().Backends) != 2 || a.Admin() != Active {
+		t.Fatal("enable did not restore a")
+	}
+}
+
+// TestDrainingAndDown: operator and health state are independent.
+func TestDrainingAndDown(t *testing.T) {
+	p, sc, clock := healthPool(t, spec("wrr", 1, 1), Options{})
+	<-p.Ready()
+	a := p.Backends()[0]
+	p.Drain(a)
+	sc.set(a.Addr, errors.New("down"))
+	for i := 0; i < 3; i++ {
+		step(t, p, clock)
+	}
+	eventually(t, "a down", func() bool { return !a.Healthy() })
+	if a.Admin() != Draining {
+		t.Fatal("health change cleared the drain")
+	}
+	sc.set(a.Addr, nil)
+	step(t, p, clock)
+	step(t, p, clock)
+	eventually(t, "a healthy", a.Healthy)
+	if len(p.Snapshot().Backends) != 1 {
+		t.Fatal("a draining backend came back into rotation on health")
+	}
+}
+
+func TestPassiveFailures(t *testing.T) {
+	sp := spec("wrr", 1, 1)
+	sp.PassiveFailures = 3
+	p, _, clock := healthPool(t, sp, Options{})
+	<-p.Ready()
+	a := p.Backends()[0]
+	eventually(t, "up", a.Healthy)
+	p.ConnectFailed(a)
+	p.ConnectFailed(a)
+	p.ConnectSucceeded(a) // the streak is broken
+	p.ConnectFailed(a)
+	p.ConnectFailed(a)
+	if !a.Healthy() {
+		t.Fatal("down without passive_failures in a row")
+	}
+	p.ConnectFailed(a)
+	eventually(t, "passive ejection", func() bool { return !a.Healthy() && len(p.Snapshot().Backends) == 1 })
+	// Back after rise (2) successful active probes.
+	step(t, p, clock)
+	if a.Healthy() {
+		t.Fatal("back after one probe, rise is 2")
+	}
+	step(t, p, clock)
+	eventually(t, "back", a.Healthy)
+}
+
+func TestAllDown(t *testing.T) {
+	p, sc, clock := healthPool(t, spec("maglev", 1, 1), Options{})
+	<-p.Ready()
+	for _, b := range p.Backends() {
+		sc.set(b.Addr, errors.New("down"))
+	}
+	for i := 0; i < 3; i++ {
+		step(t, p, clock)
+	}
+	eventually(t, "empty snapshot", func() bool { return len(p.Snapshot().Backends) == 0 })
+	if p.Snapshot().Balancer.Pick(1, 0, nil) != -1 {
+		t.Fatal("pick from an empty pool")
+	}
+}
+
+// TestReloadCarriesState: a backend kept by a reload keeps its counters,
+// health, operator state and runtime weight; a new one starts unknown.
+func TestReloadCarriesState(t *testing.T) {
+	sp := spec("wrr", 1, 1)
+	sp.HealthCheck = healthcheck.Config{Type: healthcheck.TypeNone}
+	old, err := New(sp, Options{Loops: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := old.Backends()[0]
+	a.Active.Add(7)
+	old.Drain(a)
+	old.SetWeight(a, 42)
+	sp2 := spec("wrr", 5, 5, 5)
+	sp2.HealthCheck = sp.HealthCheck
+	nw, err := New(sp2, Options{Loops: 1}, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	defer nw.Close()
+	got := nw.Backends()[0]
+	if got != a || got.Active.Load() != 7 || got.Admin() != Draining || got.Weight() != 42 {
+		t.Fatalf("carried backend: same=%v active=%d admin=%v weight=%d", got == a, got.Active.Load(), got.Admin(), got.Weight())
+	}
+	if nw.Backends()[1] != old.Backends()[1] || nw.Backends()[1].Weight() != 5 {
+		t.Fatal("config weight not applied to a carried backend without an operator weight")
+	}
+	if c := nw.Backends()[2]; !c.Healthy() || c.Weight() != 5 {
+		t.Fatal("new backend not set up from its config")
 	}
 }
