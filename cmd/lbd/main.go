@@ -2,7 +2,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -39,27 +38,18 @@ func main() {
 	}
 }
 
-// signals returns a context cancelled by the first SIGTERM or SIGINT, and a
-// channel closed by the second.
-func signals() (context.Context, <-chan struct{}) {
-	ctx, cancel := context.WithCancel(context.Background())
-	second := make(chan struct{})
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-ch
-		cancel()
-		<-ch
-		close(second)
-	}()
-	return ctx, second
+// signals delivers SIGTERM, SIGINT and SIGHUP.
+func signals() <-chan os.Signal {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	return ch
 }
 
 func runCmd() *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:     "run --config FILE",
-		Short:   "Run the load balancer in the foreground until SIGTERM or SIGINT",
+		Short:   "Run the load balancer in the foreground until SIGTERM or SIGINT; SIGHUP reloads the config",
 		Example: "  lbd run -c /etc/lbd/lbd.toml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,9 +58,9 @@ func runCmd() *cobra.Command {
 				fmt.Fprintln(os.Stderr, err)
 				return exitError{1}
 			}
-			log := server.NewLogger(cfg.Global, os.Stderr)
-			ctx, second := signals()
-			if err := server.Run(ctx, cfg, log, second); err != nil {
+			log, level := server.NewLogger(cfg.Global, os.Stderr)
+			load := func() (*config.Config, error) { return config.Load(file) }
+			if err := server.Run(cfg, server.Options{Logger: log, LogLevel: level, Load: load}, signals()); err != nil {
 				log.Error("lbd failed", "err", err)
 				return exitError{1}
 			}
@@ -110,8 +100,7 @@ func demoCmd() *cobra.Command {
 		Example: "  lbd demo\n  curl http://127.0.0.1:8080/",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, second := signals()
-			if err := server.Demo(ctx, os.Stdout, second); err != nil {
+			if err := server.Demo(os.Stdout, signals()); err != nil {
 				fmt.Fprintln(os.Stderr, "lbd demo:", err)
 				return exitError{1}
 			}

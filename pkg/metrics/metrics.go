@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,10 +128,67 @@ func b01(v bool) int64 {
 	return 0
 }
 
-// Registry holds lbd's collector with the go_* and process_* ones.
-func Registry(src Source) *prometheus.Registry {
+// ReloadCounters counts config reloads. The server updates it; it is a
+// collector of its own so that it keeps counting across reloads.
+type ReloadCounters struct {
+	mu          sync.Mutex
+	success     uint64
+	failure     uint64
+	lastSuccess time.Time
+}
+
+var (
+	descReloads = prometheus.NewDesc("lbd_config_reloads_total",
+		"Config reloads, by result.", []string{"result"}, nil)
+	descLastReload = prometheus.NewDesc("lbd_config_last_reload_success_timestamp_seconds",
+		"When the config was last loaded successfully (start-up counts).", nil, nil)
+)
+
+// Loaded records a successful load at t (start-up or reload).
+func (r *ReloadCounters) Loaded(t time.Time, reload bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reload {
+		r.success++
+	}
+	r.lastSuccess = t
+}
+
+// Failed records a rejected reload.
+func (r *ReloadCounters) Failed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failure++
+}
+
+// Counts returns the successful and failed reloads so far.
+func (r *ReloadCounters) Counts() (success, failure uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.success, r.failure
+}
+
+// Describe implements prometheus.Collector.
+func (r *ReloadCounters) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReloads
+	ch <- descLastReload
+}
+
+// Collect implements prometheus.Collector.
+func (r *ReloadCounters) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(r.success), "success")
+	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(r.failure), "failure")
+	if !r.lastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descLastReload, prometheus.GaugeValue, float64(r.lastSuccess.UnixNano())/1e9)
+	}
+}
+
+// Registry holds lbd's collectors with the go_* and process_* ones.
+func Registry(src Source, reloads *ReloadCounters) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(src), collectors.NewGoCollector(),
+	reg.MustRegister(NewCollector(src), reloads, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }

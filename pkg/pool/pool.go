@@ -123,6 +123,9 @@ func (b *Backend) Stats(loop int) *LoopStats { return &b.stats[loop] }
 // Weight is the backend's current weight.
 func (b *Backend) Weight() int { return int(b.weight.Load()) }
 
+// WeightSet reports whether an operator set the weight at runtime.
+func (b *Backend) WeightSet() bool { return b.weightSet.Load() }
+
 // Healthy reports the backend's health.
 func (b *Backend) Healthy() bool { return b.healthy.Load() }
 

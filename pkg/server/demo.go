@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -45,8 +44,8 @@ BACKENDS
 `
 
 // Demo starts three HTTP backends in-process and lbd in front of them, and
-// serves until ctx is done.
-func Demo(ctx context.Context, out io.Writer, stop <-chan struct{}) error {
+// serves until SIGTERM or SIGINT arrives on signals.
+func Demo(out io.Writer, signals <-chan os.Signal) error {
 	var backends strings.Builder
 	for i := 1; i <= 3; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,19 +67,29 @@ func Demo(ctx context.Context, out io.Writer, stop <-chan struct{}) error {
 	defer os.RemoveAll(dir)
 	text := strings.ReplaceAll(demoConfig, "BACKENDS", backends.String())
 	text = strings.ReplaceAll(text, "ADMIN", filepath.Join(dir, "admin.sock"))
+	// The config is embedded, not a file: a reload has nothing to re-read.
 	cfg, err := config.Parse("demo.toml", []byte(text))
 	if err != nil {
 		return err
 	}
-	log := NewLogger(cfg.Global, os.Stderr)
-	fmt.Fprint(out, `lbd demo: three HTTP backends behind two listeners.
+	log, level := NewLogger(cfg.Global, os.Stderr)
+	sock := filepath.Join(dir, "admin.sock")
+	fmt.Fprintf(out, `lbd demo: three HTTP backends behind two listeners.
 
   curl http://127.0.0.1:8080/   # wrr: successive requests spread over the backends
   curl http://127.0.0.1:8081/   # maglev by source IP: the same client sticks to one backend
   curl --interface 127.0.0.2 http://127.0.0.1:8081/   # another source IP may land elsewhere
   curl -s http://127.0.0.1:9090/metrics | grep ^lbd_   # Prometheus metrics
 
+Operate it with lbctl (make build puts it in bin/):
+
+  export LBCTL_SOCKET=%s
+  bin/lbctl status
+  bin/lbctl backends
+  bin/lbctl drain web-wrr backend-1    # its traffic stops; the others take it
+  bin/lbctl enable web-wrr backend-1
+
 Press Ctrl-C to stop.
-`)
-	return Run(ctx, cfg, log.With("demo", true), stop)
+`, sock)
+	return Run(cfg, Options{Logger: log.With("demo", true), LogLevel: level}, signals)
 }

@@ -1,6 +1,7 @@
 // Package server builds the running system from a validated config: the
 // pools, the event loops and their listeners. It owns the life cycle:
-// start, graceful shutdown and the systemd notifications around them.
+// start, hot reload, graceful shutdown, the admin API and metrics, and the
+// systemd notifications around them.
 package server
 
 import (
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
 	"github.com/lbd-lb/lbd/pkg/metrics"
@@ -21,45 +23,90 @@ import (
 
 // Server is a running lbd.
 type Server struct {
-	log    *slog.Logger
-	engine *l4.Engine
+	log      *slog.Logger
+	logLevel *slog.LevelVar
+	engine   *l4.Engine
+	// load re-reads the config for a reload; nil when the config did not
+	// come from a file (the demo), which makes reload refuse.
+	load func() (*config.Config, error)
 
-	mu        sync.Mutex
-	cfg       *config.Config
-	pools     map[string]*pool.Pool
-	listeners map[string]*l4.Listener
-	started   time.Time
-	metrics   *metrics.Server
+	// reloadMu serialises reloads and state-file writes.
+	reloadMu sync.Mutex
+
+	mu         sync.Mutex
+	cfg        *config.Config
+	pools      map[string]*pool.Pool
+	listeners  map[string]*l4.Listener // by listener name
+	started    time.Time
+	lastReload *admin.Reload
+	metrics    *metrics.Server
+	metricsReg *metrics.ReloadCounters
+	admin      *admin.Server
 }
 
-// NewLogger makes the logger the config asks for.
-func NewLogger(g config.Global, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: g.LogLevel}
+// Options are how the server is tied to its process.
+type Options struct {
+	// Logger and LogLevel: the level follows log_level across reloads.
+	Logger   *slog.Logger
+	LogLevel *slog.LevelVar
+	// Load reads the config file again, for reloads. Nil disables reload.
+	Load func() (*config.Config, error)
+}
+
+// NewLogger makes the logger the config asks for. Its level is held in the
+// returned LevelVar, so a reload can change it.
+func NewLogger(g config.Global, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(g.LogLevel)
+	opts := &slog.HandlerOptions{Level: lv}
 	if g.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), lv
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), lv
 }
 
 // New builds the pools and event loops for cfg. Nothing listens until
 // Start.
-func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
-	engine, err := l4.New(l4.Options{Loops: cfg.Global.Workers, Logger: log})
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LogLevel == nil {
+		opts.LogLevel = new(slog.LevelVar)
+	}
+	engine, err := l4.New(l4.Options{Loops: cfg.Global.Workers, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: log, engine: engine, cfg: cfg, pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}}
-	popts := pool.Options{Loops: engine.Loops(), Logger: log, OnDisable: engine.CloseBackend}
-	for _, pc := range cfg.Pools {
-		p, err := pool.New(poolSpec(pc), popts, nil)
-		if err != nil {
-			s.closePools()
-			engine.Close()
-			return nil, err
-		}
-		s.pools[pc.Name] = p
+	s := &Server{log: opts.Logger, logLevel: opts.LogLevel, load: opts.Load, engine: engine, cfg: cfg,
+		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, metricsReg: &metrics.ReloadCounters{}}
+	pools, err := s.buildPools(cfg, nil)
+	if err != nil {
+		engine.Close()
+		return nil, err
+	}
+	s.pools = pools
+	if err := s.loadState(); err != nil {
+		s.log.Warn("state file not applied", "file", cfg.Global.StateFile, "err", err)
 	}
 	return s, nil
+}
+
+// buildPools makes the pools of cfg, carrying backends over from prev.
+func (s *Server) buildPools(cfg *config.Config, prev map[string]*pool.Pool) (map[string]*pool.Pool, error) {
+	popts := pool.Options{Loops: s.engine.Loops(), Logger: s.log, OnDisable: s.engine.CloseBackend}
+	out := map[string]*pool.Pool{}
+	for _, pc := range cfg.Pools {
+		p, err := pool.New(poolSpec(pc), popts, prev[pc.Name])
+		if err != nil {
+			for _, q := range out {
+				q.Close()
+			}
+			return nil, err
+		}
+		out[pc.Name] = p
+	}
+	return out, nil
 }
 
 func poolSpec(pc config.Pool) pool.Spec {
@@ -88,7 +135,7 @@ func poolSpec(pc config.Pool) pool.Spec {
 	return spec
 }
 
-func (s *Server) listenerConfig(lc config.Listener) l4.ListenerConfig {
+func listenerConfig(lc config.Listener, pools map[string]*pool.Pool) l4.ListenerConfig {
 	var pv l4.ProxyVersion
 	switch lc.ProxyProtocol {
 	case config.ProxyProtocolV1:
@@ -99,7 +146,7 @@ func (s *Server) listenerConfig(lc config.Listener) l4.ListenerConfig {
 	return l4.ListenerConfig{
 		Name:           lc.Name,
 		Bind:           lc.Bind,
-		Pool:           s.pools[lc.Pool],
+		Pool:           pools[lc.Pool],
 		ProxyProtocol:  pv,
 		AcceptProxy:    lc.AcceptProxyProtocol,
 		TrustedProxies: lc.TrustedProxies,
@@ -110,33 +157,140 @@ func (s *Server) listenerConfig(lc config.Listener) l4.ListenerConfig {
 	}
 }
 
-// Start runs the event loops and binds every listener. When it returns
-// nil, every listener accepts.
+// Start runs the event loops and binds every listener, the metrics
+// endpoint and the admin socket. When it returns nil, every listener
+// accepts.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.engine.Start()
-	s.awaitHealth()
+	s.awaitHealth(s.cfg, s.pools)
 	for _, lc := range s.cfg.Listeners {
-		ln, err := s.engine.Listen(s.listenerConfig(lc))
+		ln, err := s.engine.Listen(listenerConfig(lc, s.pools))
 		if err != nil {
-			s.engine.Close()
+			s.stopLocked()
 			return err
 		}
 		s.listeners[lc.Name] = ln
 		s.log.Info("listening", "listener", lc.Name, "bind", ln.Addr().String(), "pool", lc.Pool, "loops", s.engine.Loops())
 	}
-	if addr := s.cfg.Global.MetricsListen; addr != "" {
-		m, err := metrics.Listen(addr, metrics.Registry(s))
-		if err != nil {
-			s.engine.Close()
-			return fmt.Errorf("metrics_listen %s: %w", addr, err)
-		}
-		s.metrics = m
-		s.log.Info("serving metrics", "addr", m.Addr().String())
+	if err := s.startMetricsLocked(s.cfg.Global.MetricsListen); err != nil {
+		s.stopLocked()
+		return err
+	}
+	if err := s.startAdminLocked(s.cfg.Global.AdminSocket); err != nil {
+		s.stopLocked()
+		return err
 	}
 	s.started = time.Now()
 	return nil
+}
+
+func (s *Server) startMetricsLocked(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	m, err := metrics.Listen(addr, metrics.Registry(s, s.metricsReg))
+	if err != nil {
+		return fmt.Errorf("metrics_listen %s: %w", addr, err)
+	}
+	s.metrics = m
+	s.log.Info("serving metrics", "addr", m.Addr().String())
+	return nil
+}
+
+func (s *Server) startAdminLocked(path string) error {
+	if path == "" {
+		return nil
+	}
+	a, err := admin.Listen(path, s, s.log)
+	if err != nil {
+		return fmt.Errorf("admin_socket %s: %w", path, err)
+	}
+	s.admin = a
+	s.log.Info("admin API", "socket", path)
+	return nil
+}
+
+// awaitHealth waits, at most one probe timeout per pool, for the first
+// probe of every new backend, so that listeners open (or take a new pool)
+// with the backends' health known.
+func (s *Server) awaitHealth(cfg *config.Config, pools map[string]*pool.Pool) {
+	for _, pc := range cfg.Pools {
+		p := pools[pc.Name]
+		t := time.NewTimer(pc.HealthCheck.Timeout + 50*time.Millisecond)
+		select {
+		case <-p.Ready():
+		case <-t.C:
+			s.log.Warn("first health checks still running; going on", "pool", pc.Name)
+		}
+		t.Stop()
+	}
+}
+
+// Listener returns a running listener by name.
+func (s *Server) Listener(name string) *l4.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listeners[name]
+}
+
+// Engine is the data plane.
+func (s *Server) Engine() *l4.Engine { return s.engine }
+
+// Shutdown stops accepting at once, lets open connections finish until ctx
+// is done, then closes the rest.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down", "active_connections", s.engine.Active())
+	s.mu.Lock()
+	s.stopSideServicesLocked()
+	s.mu.Unlock()
+	err := s.engine.Shutdown(ctx)
+	s.mu.Lock()
+	s.closePoolsLocked()
+	s.mu.Unlock()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		s.log.Warn("shutdown timeout: closed remaining connections")
+		return nil
+	}
+	return err
+}
+
+// Close stops everything at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+}
+
+func (s *Server) stopLocked() {
+	s.stopSideServicesLocked()
+	s.engine.Close()
+	s.closePoolsLocked()
+}
+
+func (s *Server) stopSideServicesLocked() {
+	if s.admin != nil {
+		s.admin.Close()
+		s.admin = nil
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+		s.metrics = nil
+	}
+}
+
+func (s *Server) closePoolsLocked() {
+	for _, p := range s.pools {
+		p.Close()
+	}
+}
+
+// ShutdownTimeout is the current config's shutdown_timeout.
+func (s *Server) ShutdownTimeout() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Global.ShutdownTimeout
 }
 
 // MetricsListeners implements metrics.Source.
@@ -175,99 +329,4 @@ func (s *Server) MetricsBackends() []metrics.Backend {
 		}
 	}
 	return out
-}
-
-// awaitHealth waits, at most one probe timeout per pool, for the first
-// probe of every backend, so that listeners open with the backends'
-// health known.
-func (s *Server) awaitHealth() {
-	for _, pc := range s.cfg.Pools {
-		p := s.pools[pc.Name]
-		t := time.NewTimer(pc.HealthCheck.Timeout + 50*time.Millisecond)
-		select {
-		case <-p.Ready():
-		case <-t.C:
-			s.log.Warn("first health checks still running; listening anyway", "pool", pc.Name)
-		}
-		t.Stop()
-	}
-}
-
-// Listener returns a running listener by name.
-func (s *Server) Listener(name string) *l4.Listener {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.listeners[name]
-}
-
-// Pool returns a pool by name.
-func (s *Server) Pool(name string) *pool.Pool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pools[name]
-}
-
-// Engine is the data plane.
-func (s *Server) Engine() *l4.Engine { return s.engine }
-
-// Shutdown stops accepting at once, lets open connections finish until ctx
-// is done, then closes the rest.
-func (s *Server) Shutdown(ctx context.Context) error {
-	active := s.engine.Active()
-	s.log.Info("shutting down", "active_connections", active)
-	if s.metrics != nil {
-		s.metrics.Close()
-	}
-	err := s.engine.Shutdown(ctx)
-	s.closePools()
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		s.log.Warn("shutdown timeout: closed remaining connections")
-		return nil
-	}
-	return err
-}
-
-// Close stops everything at once.
-func (s *Server) Close() {
-	if s.metrics != nil {
-		s.metrics.Close()
-	}
-	s.engine.Close()
-	s.closePools()
-}
-
-func (s *Server) closePools() {
-	for _, p := range s.pools {
-		p.Close()
-	}
-}
-
-// Run starts the server and serves until ctx is done, then shuts down
-// gracefully within the config's shutdown_timeout; a second signal (stop
-// closed) cuts the wait short.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, stop <-chan struct{}) error {
-	s, err := New(cfg, log)
-	if err != nil {
-		return err
-	}
-	if err := s.Start(); err != nil {
-		return err
-	}
-	notify("READY=1")
-	<-ctx.Done()
-	notify("STOPPING=1")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-			log.Warn("second signal: exiting at once")
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	if err := s.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
 }

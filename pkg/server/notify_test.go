@@ -1,0 +1,121 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lbd-lb/lbd/pkg/config"
+)
+
+// TestNotify: READY=1 comes only once listeners accept, RELOADING=1 and
+// READY=1 bracket a reload, and STOPPING=1 announces shutdown.
+func TestNotify(t *testing.T) {
+	dir := t.TempDir()
+	sockPath := filepath.Join(dir, "notify.sock")
+	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	t.Setenv("NOTIFY_SOCKET", sockPath)
+
+	front := freePort(t)
+	file := filepath.Join(dir, "lbd.toml")
+	text := fmt.Sprintf(`
+[global]
+admin_socket = %q
+metrics_listen = ""
+[[listener]]
+name = "front"
+bind = %q
+pool = "p"
+[[pool]]
+name = "p"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(dir, "admin.sock"), front, echoBackend(t))
+	os.WriteFile(file, []byte(text), 0o644)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := make(chan os.Signal, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(cfg, Options{Logger: slog.New(slog.DiscardHandler), Load: func() (*config.Config, error) { return config.Load(file) }}, sigs)
+	}()
+	next := func() string {
+		ns.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 256)
+		n, err := ns.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	if msg := next(); msg != "READY=1" {
+		t.Fatalf("first message %q", msg)
+	}
+	// Ready means accepting: the listener must answer now.
+	c, err := net.DialTimeout("tcp", front, time.Second)
+	if err != nil {
+		t.Fatalf("READY=1 before the listener accepts: %v", err)
+	}
+	c.Close()
+	sigs <- syscall.SIGHUP
+	if msg := next(); !strings.HasPrefix(msg, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Fatalf("reload message %q", msg)
+	}
+	if msg := next(); msg != "READY=1" {
+		t.Fatalf("after reload %q", msg)
+	}
+	sigs <- syscall.SIGTERM
+	if msg := next(); msg != "STOPPING=1" {
+		t.Fatalf("stop message %q", msg)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnitFile runs systemd-analyze verify on the shipped unit.
+func TestUnitFile(t *testing.T) {
+	path, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed; the unit file is not verified")
+	}
+	// verify checks that ExecStart binaries exist: point them at stand-ins.
+	dir := t.TempDir()
+	unit, err := os.ReadFile("../../configs/systemd/lbd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"lbd"} {
+		os.WriteFile(filepath.Join(dir, b), []byte("#!/bin/sh\n"), 0o755)
+	}
+	text := strings.ReplaceAll(string(unit), "/usr/local/bin/", dir+"/")
+	for _, want := range []string{"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "RuntimeDirectory=", "StateDirectory=",
+		"LimitNOFILE=", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+		"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "Restart=on-failure", "User=lbd"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	f := filepath.Join(dir, "lbd.service")
+	os.WriteFile(f, []byte(text), 0o644)
+	out, err := exec.Command(path, "verify", f).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,194 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/pkg/admin"
+	"github.com/lbd-lb/lbd/pkg/config"
+	"github.com/lbd-lb/lbd/pkg/l4"
+)
+
+// errNoConfigFile refuses a reload of a config that did not come from a
+// file.
+var errNoConfigFile = errors.New("this lbd was not started from a config file")
+
+// Reload re-reads the config file and applies it. An invalid config
+// changes nothing. A valid one is applied so that no connection attempt is
+// refused: a listener whose bind and protocol are unchanged keeps its
+// sockets in every loop and only swaps its config; new listeners open
+// before anything is committed, removed ones close last; pools are rebuilt
+// with every unchanged backend carried over (counters, health, operator
+// state), and open connections keep their backend until they end.
+func (s *Server) Reload() (admin.Reload, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
+	defer notify("READY=1")
+
+	rec := admin.Reload{At: time.Now()}
+	err := errNoConfigFile
+	var cfg *config.Config
+	if s.load != nil {
+		cfg, err = s.load()
+		if err == nil {
+			err = s.apply(cfg)
+		}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+		s.metricsReg.Failed()
+		s.log.Error("reload failed; keeping the running config", "err", err)
+		s.setLastReload(rec)
+		return rec, fmt.Errorf("%w: %w", admin.ErrReload, err)
+	}
+	rec.OK = true
+	s.metricsReg.Loaded(rec.At, true)
+	s.setLastReload(rec)
+	s.log.Info("config reloaded", "file", cfg.File, "listeners", len(cfg.Listeners), "pools", len(cfg.Pools))
+	return rec, nil
+}
+
+func (s *Server) setLastReload(r admin.Reload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastReload = &r
+}
+
+type bindKey struct {
+	bind     netip.AddrPort
+	protocol string
+}
+
+// apply switches the running system to cfg. Everything that can fail is
+// done before the commit point, so a failure leaves the running config
+// whole.
+func (s *Server) apply(cfg *config.Config) error {
+	s.mu.Lock()
+	old, oldPools := s.cfg, s.pools
+	s.mu.Unlock()
+
+	if cfg.Global.Workers != old.Global.Workers {
+		s.log.Warn("workers changed; it takes effect at the next restart", "running", s.engine.Loops())
+	}
+	if cfg.Global.LogFormat != old.Global.LogFormat {
+		s.log.Warn("log_format changed; it takes effect at the next restart")
+	}
+
+	pools, err := s.buildPools(cfg, oldPools)
+	if err != nil {
+		return err
+	}
+	s.awaitHealth(cfg, pools)
+	abandon := func(opened []*l4.Listener) {
+		for _, ln := range opened {
+			s.engine.CloseListener(ln)
+		}
+		for _, p := range pools {
+			p.Close()
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	running := map[bindKey]*l4.Listener{}
+	for _, ln := range s.listeners {
+		running[bindKey{ln.Config().Bind, config.ProtocolTCP}] = ln
+	}
+	next := map[string]*l4.Listener{}
+	var opened []*l4.Listener
+	for _, lc := range cfg.Listeners {
+		if running[bindKey{lc.Bind, lc.Protocol}] != nil {
+			continue
+		}
+		ln, err := s.engine.Listen(listenerConfig(lc, pools))
+		if err != nil {
+			abandon(opened)
+			return err
+		}
+		opened = append(opened, ln)
+		next[lc.Name] = ln
+	}
+	// Side services move only when their address changed.
+	if cfg.Global.MetricsListen != old.Global.MetricsListen || cfg.Global.AdminSocket != old.Global.AdminSocket {
+		if err := s.moveSideServicesLocked(old.Global, cfg.Global); err != nil {
+			abandon(opened)
+			return err
+		}
+	}
+
+	// Commit: from here on nothing fails.
+	for _, lc := range cfg.Listeners {
+		k := bindKey{lc.Bind, lc.Protocol}
+		if ln := running[k]; ln != nil {
+			if err := s.engine.Update(ln, listenerConfig(lc, pools)); err != nil {
+				// Only a bind change fails, and the key rules it out.
+				s.log.Error("listener update", "listener", lc.Name, "err", err)
+			}
+			next[lc.Name] = ln
+			delete(running, k)
+		}
+	}
+	for _, ln := range running {
+		s.log.Info("listener removed", "listener", ln.Config().Name, "bind", ln.Addr().String())
+		s.engine.CloseListener(ln)
+	}
+	for _, ln := range opened {
+		s.log.Info("listening", "listener", ln.Config().Name, "bind", ln.Addr().String(), "pool", ln.Config().Pool.Name())
+	}
+	s.cfg, s.pools, s.listeners = cfg, pools, next
+	s.logLevel.Set(cfg.Global.LogLevel)
+	for _, p := range oldPools {
+		p.Close()
+	}
+	if err := s.saveStateLocked(); err != nil {
+		s.log.Warn("state file not written", "file", cfg.Global.StateFile, "err", err)
+	}
+	return nil
+}
+
+// moveSideServicesLocked rebinds the metrics endpoint and the admin socket
+// whose addresses changed. The new ones are bound before the old ones
+// close; on failure the old ones stay.
+func (s *Server) moveSideServicesLocked(old, cur config.Global) error {
+	oldMetrics, oldAdmin := s.metrics, s.admin
+	if cur.MetricsListen != old.MetricsListen {
+		s.metrics = nil
+		if err := s.startMetricsLocked(cur.MetricsListen); err != nil {
+			s.metrics = oldMetrics
+			return err
+		}
+	}
+	if cur.AdminSocket != old.AdminSocket {
+		s.admin = nil
+		if err := s.startAdminLocked(cur.AdminSocket); err != nil {
+			if s.metrics != oldMetrics && s.metrics != nil {
+				s.metrics.Close()
+			}
+			s.metrics, s.admin = oldMetrics, oldAdmin
+			return err
+		}
+	}
+	if s.metrics != oldMetrics && oldMetrics != nil {
+		oldMetrics.Close()
+	}
+	if s.admin != oldAdmin && oldAdmin != nil {
+		// The reload may have come through this very socket, and Close
+		// waits for requests in flight: close it from aside.
+		go oldAdmin.Close()
+	}
+	return nil
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
+// alongside RELOADING=1.
+func monotonicUsec() string {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return strconv.FormatInt(ts.Sec*1e6+ts.Nsec/1e3, 10)
+}

@@ -1,0 +1,276 @@
+package server
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lbd-lb/lbd/pkg/admin"
+	"github.com/lbd-lb/lbd/pkg/config"
+)
+
+// reloadFixture is a running server whose config file a test rewrites.
+type reloadFixture struct {
+	t    *testing.T
+	file string
+	s    *Server
+}
+
+func newReloadFixture(t *testing.T, text string) *reloadFixture {
+	f := &reloadFixture{t: t, file: filepath.Join(t.TempDir(), "lbd.toml")}
+	f.write(text)
+	cfg, err := config.Load(f.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Load: func() (*config.Config, error) { return config.Load(f.file) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	f.s = s
+	return f
+}
+
+func (f *reloadFixture) write(text string) {
+	if err := os.WriteFile(f.file, []byte(text), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// openFDs counts the process's open descriptors: pipes apart, all the
+// rest (sockets, files, epoll) together.
+func openFDs(t *testing.T) (others, pipes int) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if strings.HasPrefix(target, "pipe:") {
+			pipes++
+		} else {
+			others++
+		}
+	}
+	return others, pipes
+}
+
+// TestReloadUnderLoad: short connections without pause and a long
+// checksummed stream run while lbd is reloaded 50 times, with invalid
+// configs, a changed pool and an added and removed listener among them.
+// Not one connection may be refused or reset, the stream must arrive
+// intact, every invalid reload must be reported, and nothing may leak.
+func TestReloadUnderLoad(t *testing.T) {
+	var backends []string
+	for i := 0; i < 3; i++ {
+		backends = append(backends, echoBackend(t))
+	}
+	front, extra := freePort(t), freePort(t)
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	base := func(poolBackends []string, withExtra bool, algorithm string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "[global]\nworkers = 2\nadmin_socket = %q\nmetrics_listen = \"\"\n\n", sock)
+		fmt.Fprintf(&b, "[[listener]]\nname = \"front\"\nbind = %q\npool = \"p\"\n\n", front)
+		if withExtra {
+			fmt.Fprintf(&b, "[[listener]]\nname = \"extra\"\nbind = %q\npool = \"p\"\n\n", extra)
+		}
+		fmt.Fprintf(&b, "[[pool]]\nname = \"p\"\nalgorithm = %q\n", algorithm)
+		for _, a := range poolBackends {
+			fmt.Fprintf(&b, "  [[pool.backend]]\n  address = %q\n", a)
+		}
+		b.WriteString("  [pool.health_check]\n  type = \"tcp\"\n  interval = \"100ms\"\n  timeout = \"50ms\"\n")
+		return b.String()
+	}
+	f := newReloadFixture(t, base(backends[:2], false, "wrr"))
+
+	// Warm up, then take the baseline of descriptors and goroutines.
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	sockets0, _ := openFDs(t)
+	gr0 := runtime.NumGoroutine()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var shorts, failures atomic.Int64
+	var firstErr atomic.Value
+	wg.Add(1)
+	go func() { // short connections without pause
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", front, 2*time.Second)
+			if err == nil {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				var buf [4]byte
+				if _, err = c.Write([]byte("ping")); err == nil {
+					_, err = io.ReadFull(c, buf[:])
+				}
+				c.Close()
+			}
+			if err != nil {
+				failures.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				continue
+			}
+			shorts.Add(1)
+		}
+	}()
+	// The long stream: send a known sequence, compare the echo's hash.
+	stream, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.SetDeadline(time.Now().Add(2 * time.Minute))
+	sent, got := sha256.New(), sha256.New()
+	var streamed atomic.Int64
+	readDone := make(chan error, 1)
+	go func() {
+		n, err := io.Copy(got, stream)
+		streamed.Store(n)
+		readDone <- err
+	}()
+	wg.Add(1)
+	var total int64
+	go func() {
+		defer wg.Done()
+		defer stream.(*net.TCPConn).CloseWrite()
+		block := make([]byte, 32<<10)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for j := range block {
+				block[j] = byte(i + j)
+			}
+			if _, err := stream.Write(block); err != nil {
+				firstErr.CompareAndSwap(nil, fmt.Errorf("stream write: %w", err))
+				return
+			}
+			sent.Write(block)
+			total += int64(len(block))
+		}
+	}()
+
+	invalid := 0
+	for i := 0; i < 50; i++ {
+		var text string
+		wantFail := false
+		switch i % 5 {
+		case 0: // unchanged
+			text = base(backends[:2], false, "wrr")
+		case 1: // invalid
+			text = base(backends[:2], false, "wrr") + "\nbogus_key = 1\n"
+			wantFail = true
+		case 2: // a changed pool
+			text = base(backends[1:], false, "least_conn")
+		case 3: // an added listener
+			text = base(backends, true, "maglev")
+		case 4: // that listener removed again, and a syntax error half the time
+			text = base(backends[:2], false, "p2c")
+			if i%10 == 4 {
+				text = "[global\n"
+				wantFail = true
+			}
+		}
+		// Let traffic run between reloads: a few more short connections
+		// each time.
+		want := shorts.Load() + 3
+		waitSettled(t, "short connections between reloads", func() bool { return shorts.Load() >= want || failures.Load() > 0 })
+		f.write(text)
+		rec, err := f.s.Reload()
+		if wantFail {
+			invalid++
+			if err == nil || !errors.Is(err, admin.ErrReload) || rec.OK || rec.Error == "" {
+				t.Fatalf("reload %d: invalid config accepted: %+v, %v", i, rec, err)
+			}
+			if !strings.Contains(rec.Error, f.file) {
+				t.Fatalf("reload %d: error does not name the file: %s", i, rec.Error)
+			}
+		} else if err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if i%5 == 3 {
+			c, err := net.Dial("tcp", extra)
+			if err != nil {
+				t.Fatalf("added listener not serving: %v", err)
+			}
+			c.Close()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if err := <-readDone; err != nil {
+		t.Fatalf("stream read: %v", err)
+	}
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d short connections failed during reloads; first: %v", failures.Load(), shorts.Load()+failures.Load(), firstErr.Load())
+	}
+	if e := firstErr.Load(); e != nil {
+		t.Fatal(e)
+	}
+	if streamed.Load() != total || string(sent.Sum(nil)) != string(got.Sum(nil)) {
+		t.Fatalf("stream: sent %d bytes, got %d back, hash match %v", total, streamed.Load(), string(sent.Sum(nil)) == string(got.Sum(nil)))
+	}
+	st := f.s.Status()
+	if st.LastReload == nil || !st.LastReload.OK {
+		t.Fatalf("last reload: %+v", st.LastReload)
+	}
+	ok, failed := f.s.metricsReg.Counts()
+	if int(failed) != invalid || int(ok) != 50-invalid {
+		t.Fatalf("reload counters: %d failed, %d ok; want %d and %d", failed, ok, invalid, 50-invalid)
+	}
+	t.Logf("%d short connections and %d streamed bytes across 50 reloads", shorts.Load(), total)
+
+	// No descriptor or goroutine growth once things settle. Pipes are
+	// counted apart: each loop keeps up to MaxIdlePipes empty ones for
+	// reuse, a bounded cache rather than a leak.
+	stream.Close()
+	waitSettled(t, "sockets back to baseline", func() bool { s, _ := openFDs(t); return s <= sockets0+1 })
+	if _, pipes := openFDs(t); pipes > 2*64*2 {
+		t.Fatalf("%d pipe descriptors open, more than the loops' pools hold", pipes)
+	}
+	waitSettled(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= gr0+3 })
+}
+
+// waitSettled polls a condition of the process that has no event to wait
+// on (descriptors of closed connections, exiting goroutines).
+func waitSettled(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			others, pipes := openFDs(t)
+			t.Fatalf("%s: fds %d (+%d pipes), goroutines %d", what, others, pipes, runtime.NumGoroutine())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
