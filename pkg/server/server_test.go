@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/lbd-lb/lbd/pkg/config"
 )
 
@@ -92,6 +95,7 @@ algorithm = "least_conn"
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.metricsReg.Loaded(time.Now(), false)
 	defer s.Close()
 
 	c, err := net.Dial("tcp", front)
@@ -111,8 +115,30 @@ algorithm = "least_conn"
 	io.ReadAll(bad)
 	bad.Close()
 
+	// Operator state shows in lbd_backend_state.
+	if err := s.Drain("p", "b1"); err != nil {
+		t.Fatal(err)
+	}
 	text := scrape(t, metricsAddr)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text format: %v", err)
+	}
+	for _, name := range []string{"lbd_listener_connections_total", "lbd_backend_state", "lbd_health_checks_total",
+		"lbd_config_reloads_total", "lbd_config_last_reload_success_timestamp_seconds", "lbd_backend_up"} {
+		if families[name] == nil {
+			t.Errorf("no %s family", name)
+		}
+	}
 	for _, want := range []string{
+		`lbd_backend_state{backend="b1",pool="p",state="draining"} 1`,
+		`lbd_backend_state{backend="b1",pool="p",state="up"} 1`,
+		`lbd_backend_state{backend="b1",pool="p",state="down"} 0`,
+		`lbd_backend_state{backend="b1",pool="p",state="disabled"} 0`,
+		`lbd_backend_up{backend="b1",pool="p"} 1`,
+		`lbd_health_checks_total{backend="b1",pool="p",result="success"} 1`,
+		`lbd_config_reloads_total{result="failure"} 0`,
 		`lbd_listener_connections_total{listener="front"} 1`,
 		`lbd_listener_active_connections{listener="front"} 1`,
 		`lbd_listener_rejected_total{listener="strict",reason="proxy_header"} 1`,
