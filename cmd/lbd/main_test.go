@@ -202,6 +202,44 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
+// TestShutdownDuringTransfer: a SIGTERM in the middle of a bulk transfer
+// lets it finish within shutdown_timeout, byte for byte.
+func TestShutdownDuringTransfer(t *testing.T) {
+	bin := lbdBinary(t)
+	cmd, bind := startRun(t, bin, echoBackend(t), "30s")
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	const size = 64 << 20
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	block := make([]byte, 64<<10)
+	var sent int64
+	for sent < size {
+		if sent == size/4 {
+			cmd.Process.Signal(syscall.SIGTERM)
+		}
+		n, err := c.Write(block)
+		if err != nil {
+			t.Fatalf("write after %d bytes: %v", sent, err)
+		}
+		sent += int64(n)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if n := <-got; n != size {
+		t.Fatalf("echoed %d of %d bytes across the shutdown", n, size)
+	}
+	if code, _ := exitCode(t, cmd, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
 // TestShutdownTimeout: connections still open at shutdown_timeout are
 // closed and lbd exits 0.
 func TestShutdownTimeout(t *testing.T) {
