@@ -178,9 +178,9 @@ func (s *Server) moveSideServicesLocked(old, cur config.Global) error {
 		oldMetrics.Close()
 	}
 	if s.admin != oldAdmin && oldAdmin != nil {
-		// The reload may have come through this very socket, and Close
-		// waits for requests in flight: close it from aside.
-		go oldAdmin.Close()
+		// The reload may have come through this very socket: give its
+		// answer time to go out before closing the old one.
+		time.AfterFunc(2*time.Second, func() { oldAdmin.Close() })
 	}
 	return nil
 }
