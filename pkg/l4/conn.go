@@ -161,7 +161,7 @@ func (l *loop) connect(c *conn) {
 		}
 		c.tried.Add(idx)
 		b := snap.Backends[idx]
-		if b.MaxConn > 0 && b.Active.Load() >= b.MaxConn {
+		if m := b.MaxConn.Load(); m > 0 && b.Active.Load() >= m {
 			// A full backend is skipped; it does not use up a retry.
 			continue
 		}

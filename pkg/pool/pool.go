@@ -95,7 +95,9 @@ type LoopStats struct {
 type Backend struct {
 	Name    string
 	Addr    netip.AddrPort
-	MaxConn int64 // 0 = unlimited
+	// MaxConn caps open connections; 0 = unlimited. A reload may change
+	// it while loops read it.
+	MaxConn atomic.Int64
 
 	// Active is the exact number of open connections to the backend.
 	// least_conn, p2c, drain --wait and the metrics read it, so every open
@@ -216,7 +218,7 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 		if b == nil {
 			b = &Backend{Name: name, Addr: bs.Address, stats: make([]LoopStats, opts.Loops)}
 		}
-		b.MaxConn = int64(bs.MaxConnections)
+		b.MaxConn.Store(int64(bs.MaxConnections))
 		if !b.weightSet.Load() {
 			b.weight.Store(int32(bs.Weight))
 		}
