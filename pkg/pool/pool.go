@@ -93,8 +93,8 @@ type LoopStats struct {
 // a reload keeps the same Backend for a backend whose name and address are
 // unchanged, so that its counters, health and operator state carry over.
 type Backend struct {
-	Name    string
-	Addr    netip.AddrPort
+	Name string
+	Addr netip.AddrPort
 	// MaxConn caps open connections; 0 = unlimited. A reload may change
 	// it while loops read it.
 	MaxConn atomic.Int64
