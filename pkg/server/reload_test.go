@@ -274,3 +274,65 @@ func waitSettled(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStateFileAcrossRestart: drain, disable and runtime weight set by an
+// operator come back after a restart when state_file is set.
+func TestStateFileAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	stateFile := filepath.Join(dir, "state", "lbd.json")
+	text := fmt.Sprintf(`[global]
+admin_socket = %q
+metrics_listen = ""
+state_file = %q
+[[listener]]
+name = "front"
+bind = %q
+pool = "p"
+[[pool]]
+name = "p"
+algorithm = "wrr"
+  [[pool.backend]]
+  name = "a"
+  address = %q
+  [[pool.backend]]
+  name = "b"
+  address = %q
+  [[pool.backend]]
+  name = "c"
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(dir, "admin.sock"), stateFile, freePort(t), echoBackend(t), echoBackend(t), echoBackend(t))
+	first := newReloadFixture(t, text)
+	if err := first.s.Drain("p", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.s.Disable("p", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.s.SetWeight("p", "c", 77); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.s.SetWeight("p", "c", 0); !errors.Is(err, admin.ErrInvalid) {
+		t.Fatalf("weight 0: %v", err)
+	}
+	first.s.Close()
+	second := newReloadFixture(t, text)
+	p, err := second.s.Pool("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]admin.Backend{}
+	for _, b := range p.Backends {
+		got[b.Name] = b
+	}
+	if got["a"].State != "draining" || got["b"].State != "disabled" || got["c"].State != "active" || got["c"].Weight != 77 {
+		t.Fatalf("after restart: %+v", got)
+	}
+	if _, err := second.s.Pool("nope"); !errors.Is(err, admin.ErrNotFound) {
+		t.Fatalf("unknown pool: %v", err)
+	}
+	if _, err := second.s.Backend("p", "nope"); !errors.Is(err, admin.ErrNotFound) {
+		t.Fatalf("unknown backend: %v", err)
+	}
+}

@@ -208,7 +208,6 @@ func (s *Server) startAdminLocked(path string) error {
 		return fmt.Errorf("admin_socket %s: %w", path, err)
 	}
 	s.admin = a
-	s.log.Info("admin API", "socket", path)
 	return nil
 }
 
