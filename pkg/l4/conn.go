@@ -2,6 +2,7 @@ package l4
 
 import (
 	"net/netip"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -256,6 +257,8 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 func (l *loop) connected(c *conn) {
 	b := c.backend
 	b.Stats(l.id).Connections.Add(1)
+	// The connect started ConnectTimeout before its deadline.
+	c.cfg.Pool.ObserveConnect(l.id, time.Duration(l.now-c.deadline)+c.cfg.ConnectTimeout)
 	c.cfg.Pool.ConnectSucceeded(b)
 	c.snap = nil
 	c.state = stForwarding

@@ -43,10 +43,20 @@ type Backend struct {
 	ChecksFailed       uint64
 }
 
+// Pool is one pool's connect-time histogram.
+type Pool struct {
+	Name  string
+	Count uint64
+	Sum   float64 // seconds
+	// Buckets maps each upper bound, in seconds, to the cumulative count.
+	Buckets map[float64]uint64
+}
+
 // Source is what the collector reads at scrape time.
 type Source interface {
 	MetricsListeners() []Listener
 	MetricsBackends() []Backend
+	MetricsPools() []Pool
 }
 
 var (
@@ -64,6 +74,8 @@ var (
 		"Bytes forwarded, by direction.", []string{"pool", "backend", "direction"}, nil)
 	descBackendErrors = prometheus.NewDesc("lbd_backend_connect_errors_total",
 		"Failed connects to the backend.", []string{"pool", "backend"}, nil)
+	descConnectDuration = prometheus.NewDesc("lbd_backend_connect_duration_seconds",
+		"Time to establish a connection to a backend.", []string{"pool"}, nil)
 	descBackendUp = prometheus.NewDesc("lbd_backend_up",
 		"1 when the backend is healthy.", []string{"pool", "backend"}, nil)
 	descBackendState = prometheus.NewDesc("lbd_backend_state",
@@ -85,7 +97,7 @@ func NewCollector(src Source) *Collector { return &Collector{src: src} }
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descListenerConns, descListenerActive, descListenerRejected,
 		descBackendConns, descBackendActive, descBackendBytes, descBackendErrors,
-		descBackendUp, descBackendState, descHealthChecks} {
+		descBackendUp, descBackendState, descHealthChecks, descConnectDuration} {
 		ch <- d
 	}
 }
@@ -118,6 +130,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descBackendState, b01(b.Disabled), b.Pool, b.Name, "disabled")
 		counter(descHealthChecks, b.ChecksOK, b.Pool, b.Name, "success")
 		counter(descHealthChecks, b.ChecksFailed, b.Pool, b.Name, "failure")
+	}
+	for _, p := range c.src.MetricsPools() {
+		ch <- prometheus.MustNewConstHistogram(descConnectDuration, p.Count, p.Sum, p.Buckets, p.Name)
 	}
 }
 

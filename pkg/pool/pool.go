@@ -185,6 +185,7 @@ type Pool struct {
 	ready   chan struct{}
 
 	snap atomic.Pointer[Snapshot]
+	hist *connectHistogram
 }
 
 // New builds a pool and starts its health checks. prev, when not nil, is
@@ -202,6 +203,11 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 	}
 	p := &Pool{spec: spec, opts: opts, log: opts.Logger.With("pool", spec.Name), byName: map[string]*Backend{},
 		pending: map[string]bool{}, ready: make(chan struct{})}
+	if prev != nil && len(prev.hist.loops) == opts.Loops {
+		p.hist = prev.hist
+	} else {
+		p.hist = &connectHistogram{loops: make([]loopHistogram, opts.Loops)}
+	}
 	carried := map[*Backend]healthcheck.State{}
 	for _, bs := range spec.Backends {
 		name := bs.Name

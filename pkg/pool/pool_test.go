@@ -327,3 +327,33 @@ func TestReloadCarriesState(t *testing.T) {
 		t.Fatal("new backend not set up from its config")
 	}
 }
+
+func TestConnectHistogram(t *testing.T) {
+	p, err := New(spec("wrr", 1), Options{Loops: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.ObserveConnect(0, 50*time.Microsecond) // first bucket
+	p.ObserveConnect(1, 3*time.Millisecond)  // the 5ms bucket
+	p.ObserveConnect(1, 10*time.Second)      // +Inf only
+	count, sum, cum := p.ConnectHistogram()
+	if count != 3 || sum < 10.003 || sum > 10.0031 {
+		t.Fatalf("count %d sum %v", count, sum)
+	}
+	want := map[float64]uint64{0.0001: 1, 0.0025: 1, 0.005: 2, 5: 2}
+	for i, le := range ConnectBuckets {
+		if w, ok := want[le]; ok && cum[i] != w {
+			t.Fatalf("bucket %v: %d, want %d", le, cum[i], w)
+		}
+	}
+	// A reload keeps the histogram.
+	q, err := New(spec("wrr", 1), Options{Loops: 2}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if c, _, _ := q.ConnectHistogram(); c != 3 {
+		t.Fatalf("after reload: %d", c)
+	}
+}

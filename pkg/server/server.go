@@ -308,6 +308,22 @@ func (s *Server) MetricsListeners() []metrics.Listener {
 	return out
 }
 
+// MetricsPools implements metrics.Source.
+func (s *Server) MetricsPools() []metrics.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []metrics.Pool
+	for name, p := range s.pools {
+		count, sum, cum := p.ConnectHistogram()
+		m := metrics.Pool{Name: name, Count: count, Sum: sum, Buckets: map[float64]uint64{}}
+		for i, le := range pool.ConnectBuckets {
+			m.Buckets[le] = cum[i]
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // MetricsBackends implements metrics.Source.
 func (s *Server) MetricsBackends() []metrics.Backend {
 	s.mu.Lock()

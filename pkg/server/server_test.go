@@ -126,7 +126,8 @@ algorithm = "least_conn"
 		t.Fatalf("/metrics is not Prometheus text format: %v", err)
 	}
 	for _, name := range []string{"lbd_listener_connections_total", "lbd_backend_state", "lbd_health_checks_total",
-		"lbd_config_reloads_total", "lbd_config_last_reload_success_timestamp_seconds", "lbd_backend_up"} {
+		"lbd_config_reloads_total", "lbd_config_last_reload_success_timestamp_seconds", "lbd_backend_up",
+		"lbd_backend_connect_duration_seconds"} {
 		if families[name] == nil {
 			t.Errorf("no %s family", name)
 		}
@@ -139,6 +140,8 @@ algorithm = "least_conn"
 		`lbd_backend_up{backend="b1",pool="p"} 1`,
 		`lbd_health_checks_total{backend="b1",pool="p",result="success"} 1`,
 		`lbd_config_reloads_total{result="failure"} 0`,
+		`lbd_backend_connect_duration_seconds_count{pool="p"} 1`,
+		`lbd_backend_connect_duration_seconds_bucket{pool="p",le="5"} 1`,
 		`lbd_listener_connections_total{listener="front"} 1`,
 		`lbd_listener_active_connections{listener="front"} 1`,
 		`lbd_listener_rejected_total{listener="strict",reason="proxy_header"} 1`,
