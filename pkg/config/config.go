@@ -61,6 +61,7 @@ type Global struct {
 // Protocols of a listener.
 const (
 	ProtocolTCP = "tcp"
+	ProtocolUDP = "udp"
 )
 
 // PROXY protocol versions sent to backends (Listener.ProxyProtocol).
@@ -76,7 +77,7 @@ type Listener struct {
 	Name string
 	// Bind is the IP address and port to listen on.
 	Bind netip.AddrPort
-	// Protocol is ProtocolTCP, the default and only one implemented.
+	// Protocol is ProtocolTCP (the default) or ProtocolUDP.
 	Protocol string
 	// Pool is the name of the pool the listener feeds; it exists.
 	Pool string
@@ -100,6 +101,12 @@ type Listener struct {
 	// Retries is how many further backends are tried when a connect fails,
 	// 0..15. Default 2.
 	Retries int
+	// UDPMaxFlows caps a udp listener's flows; past it new flows are
+	// dropped. Default 100000.
+	UDPMaxFlows int
+	// UDPResponses closes a udp flow after this many replies (1 for DNS);
+	// 0, the default, keeps it until IdleTimeout.
+	UDPResponses int
 	// Line is where the listener's table starts in the file.
 	Line int
 }

@@ -106,8 +106,7 @@ func TestExampleConfig(t *testing.T) {
 
 // unimplemented lists the schema keys that validation rejects for now.
 var unimplemented = map[string]bool{
-	"auth": true, "listener.route": true, "listener.udp_max_flows": true,
-	"listener.udp_responses": true, "listener.tls_cert_file": true, "listener.tls_key_file": true,
+	"auth": true, "listener.route": true, "listener.tls_cert_file": true, "listener.tls_key_file": true,
 }
 
 // implementedKeys lists the leaf keys of the schema below t.
@@ -153,6 +152,7 @@ func TestDefaults(t *testing.T) {
 		ConnectTimeout: 3 * time.Second,
 		IdleTimeout:    10 * time.Minute,
 		Retries:        2,
+		UDPMaxFlows:    100000,
 		Line:           2,
 	}
 	if !reflect.DeepEqual(cfg.Listeners, []Listener{wantListener}) {

@@ -23,7 +23,7 @@ const (
 	defaultConnectTimeout = "3s"
 	defaultIdleTimeout    = "10m"
 	defaultRetries        = 2
-	defaultUDPMaxFlows    = 100000 // for the udp listeners to come
+	defaultUDPMaxFlows    = 100000
 	defaultUDPResponses   = 0
 
 	defaultAlgorithm       = AlgorithmMaglev
@@ -287,14 +287,24 @@ func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listen
 
 	l.Protocol = s.str("protocol", r.Protocol, defaultProtocol)
 	switch l.Protocol {
-	case ProtocolTCP:
-	case "udp", "http":
+	case ProtocolTCP, ProtocolUDP:
+	case "http":
 		s.errorf("protocol", "protocol %q is not implemented yet", l.Protocol)
 	default:
 		s.errorf("protocol", "protocol %q is not one of %s", l.Protocol, quoteList([]string{"tcp", "udp", "http"}))
 	}
-	s.unimplemented("udp_max_flows", r.UDPMaxFlows.Set)
-	s.unimplemented("udp_responses", r.UDPResponses.Set)
+	l.UDPMaxFlows = s.integer("udp_max_flows", r.UDPMaxFlows, defaultUDPMaxFlows, 1, maxInt)
+	l.UDPResponses = s.integer("udp_responses", r.UDPResponses, defaultUDPResponses, 0, maxInt)
+	if l.Protocol != ProtocolUDP {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"udp_max_flows", r.UDPMaxFlows.Set}, {"udp_responses", r.UDPResponses.Set}} {
+			if k.set {
+				s.errorf(k.key, "%s applies to udp listeners only", k.key)
+			}
+		}
+	}
 	s.unimplemented("tls_cert_file", r.TLSCertFile.Set)
 	s.unimplemented("tls_key_file", r.TLSKeyFile.Set)
 	for j := range r.Route {
@@ -316,8 +326,8 @@ func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listen
 		if _, ok := pools[pool]; !ok {
 			s.errorf("pool", "pool %q is not defined", pool)
 		}
-	} else if !r.Pool.Set && l.Protocol == ProtocolTCP {
-		s.errorf("", "pool is missing: a tcp listener needs the pool it feeds")
+	} else if !r.Pool.Set && (l.Protocol == ProtocolTCP || l.Protocol == ProtocolUDP) {
+		s.errorf("", "pool is missing: a %s listener needs the pool it feeds", l.Protocol)
 	}
 
 	l.ProxyProtocol = s.oneOf("proxy_protocol", r.ProxyProtocol, ProxyProtocolOff, ProxyProtocolOff, ProxyProtocolV1, ProxyProtocolV2)
@@ -336,6 +346,16 @@ func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listen
 		s.errorf("accept_proxy_protocol", "accept_proxy_protocol needs trusted_proxies: the CIDRs allowed to send a PROXY header")
 	}
 
+	if l.Protocol == ProtocolUDP {
+		// PROXY v1 is text for TCP only; v2 has a DGRAM transport. An
+		// inbound header on every datagram is not supported.
+		if l.ProxyProtocol == ProxyProtocolV1 {
+			s.errorf("proxy_protocol", `proxy_protocol "v1" cannot carry UDP; use "v2"`)
+		}
+		if l.AcceptProxyProtocol {
+			s.errorf("accept_proxy_protocol", "accept_proxy_protocol is not supported on udp listeners")
+		}
+	}
 	l.MaxConnections = s.integer("max_connections", r.MaxConnections, 0, 0, maxInt)
 	l.ConnectTimeout = s.duration("connect_timeout", r.ConnectTimeout, defaultConnectTimeout, false)
 	l.IdleTimeout = s.duration("idle_timeout", r.IdleTimeout, defaultIdleTimeout, false)
