@@ -104,8 +104,13 @@ type ListenerConfig struct {
 	ProxyHeaderTimeout time.Duration
 	MaxConnections     int
 	ConnectTimeout     time.Duration
-	IdleTimeout        time.Duration // 0 = none
+	IdleTimeout        time.Duration // 0 = none; for udp, a flow's idle time
 	Retries            int
+	// UDP makes a udp listener: datagrams, tracked as flows.
+	UDP bool
+	// UDPMaxFlows caps the listener's flows (0 = unlimited); UDPResponses
+	// ends a flow after that many replies (0 = at IdleTimeout only).
+	UDPMaxFlows, UDPResponses int
 }
 
 // Reasons a listener closes a connection without forwarding it.
@@ -131,10 +136,29 @@ type ListenerLoopStats struct {
 type Listener struct {
 	cfg    atomic.Pointer[ListenerConfig]
 	addr   netip.AddrPort
-	active atomic.Int64
+	udp    bool
+	active atomic.Int64 // open connections, or for udp live flows
 	stats  []ListenerLoopStats
-	fds    []int // one SO_REUSEPORT socket per loop
-	closed bool
+	// udpStats are the datagram counters of a udp listener.
+	udpStats []UDPLoopStats
+	fds      []int // one SO_REUSEPORT socket per loop
+	closed   bool
+}
+
+// UDP reports whether this is a udp listener.
+func (l *Listener) UDP() bool { return l.udp }
+
+// UDPTotals sums a udp listener's datagram counters over loops.
+func (l *Listener) UDPTotals() (toBackend, toClient uint64, dropped [numDropReasons]uint64) {
+	for i := range l.udpStats {
+		s := &l.udpStats[i]
+		toBackend += s.ToBackend.Load()
+		toClient += s.ToClient.Load()
+		for r := range dropped {
+			dropped[r] += s.Dropped[r].Load()
+		}
+	}
+	return
 }
 
 // Config is the listener's current config.
@@ -243,11 +267,18 @@ func (e *Engine) Listen(cfg ListenerConfig) (*Listener, error) {
 	if cfg.ProxyHeaderTimeout <= 0 {
 		cfg.ProxyHeaderTimeout = 5 * time.Second
 	}
-	ln := &Listener{stats: make([]ListenerLoopStats, len(e.loops))}
+	ln := &Listener{stats: make([]ListenerLoopStats, len(e.loops)), udp: cfg.UDP}
+	if cfg.UDP {
+		ln.udpStats = make([]UDPLoopStats, len(e.loops))
+	}
 	ln.cfg.Store(&cfg)
 	bind := cfg.Bind
+	open := listenSocket
+	if cfg.UDP {
+		open = listenUDP
+	}
 	for range e.loops {
-		fd, addr, err := listenSocket(bind)
+		fd, addr, err := open(bind)
 		if err != nil {
 			for _, fd := range ln.fds {
 				rawClose(fd)
@@ -273,8 +304,8 @@ func (e *Engine) Listen(cfg ListenerConfig) (*Listener, error) {
 // Update replaces a listener's config. Its sockets stay open, so no
 // connection attempt is refused; the bind address must not change.
 func (e *Engine) Update(ln *Listener, cfg ListenerConfig) error {
-	if cfg.Bind != ln.Config().Bind {
-		return errors.New("l4: a listener's bind address cannot change in place")
+	if cfg.Bind != ln.Config().Bind || cfg.UDP != ln.udp {
+		return errors.New("l4: a listener's bind address and protocol cannot change in place")
 	}
 	if cfg.Pool == nil {
 		return fmt.Errorf("listener %q: no pool", cfg.Name)
@@ -309,7 +340,10 @@ func (e *Engine) CloseListener(ln *Listener) {
 // how disabling a backend takes effect; it waits until every loop has done
 // so.
 func (e *Engine) CloseBackend(b *pool.Backend) {
-	e.eachLoop(func(l *loop) { l.closeBackendConns(b) })
+	e.eachLoop(func(l *loop) {
+		l.closeBackendConns(b)
+		l.closeBackendFlows(b)
+	})
 }
 
 // Active is the number of open connections across all loops.

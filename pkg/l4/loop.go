@@ -19,7 +19,8 @@ const (
 	tagBackend
 	tagListener
 	tagControl
-	tagBits = 2
+	tagFlow
+	tagBits = 3
 	tagMask = 1<<tagBits - 1
 	genMask = 1<<(32-tagBits) - 1
 )
@@ -43,6 +44,7 @@ type loopListener struct {
 	paused      bool
 	pausedUntil int64
 	more        bool // accepted a full batch: run again before waiting
+	udp         bool
 }
 
 // loop is one event loop. Everything in it is owned by its goroutine except
@@ -67,6 +69,8 @@ type loop struct {
 	wheel   *wheel
 	base    time.Time
 	now     int64 // nanoseconds since base, read once per iteration
+
+	udp *udpState // nil until a udp listener joins this loop
 
 	pending    []int32 // connections with work left after their budget
 	accepting  []*loopListener
@@ -160,6 +164,7 @@ func (l *loop) run() {
 			l.dispatch(&l.events[i])
 		}
 		l.runPending()
+		l.udpFlush()
 	}
 	l.closeAll()
 }
@@ -193,6 +198,14 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 		idx := int(ev.Fd)
 		if idx < len(l.lns) && l.lns[idx] != nil {
 			l.accept(l.lns[idx])
+		}
+		return
+	case tagFlow:
+		idx := int(ev.Fd)
+		if l.udp != nil && idx < len(l.udp.flows) {
+			if f := l.udp.flows[idx]; f.live && f.gen == uint32(ev.Pad)>>tagBits {
+				l.udpReplies(f)
+			}
 		}
 		return
 	}
@@ -249,7 +262,10 @@ func (l *loop) runPending() {
 }
 
 func (l *loop) addListener(ln *Listener, fd int) {
-	ll := &loopListener{ln: ln, fd: fd, idx: -1}
+	ll := &loopListener{ln: ln, fd: fd, idx: -1, udp: ln.udp}
+	if ln.udp {
+		l.udpInit()
+	}
 	for i, x := range l.lns {
 		if x == nil {
 			ll.idx = i
@@ -275,6 +291,11 @@ func (l *loop) removeListener(ln *Listener) {
 			if ll.paused {
 				l.pausedLns--
 			}
+			if ll.udp {
+				// Flows answer through this socket; without it they
+				// are dead.
+				l.closeListenerFlows(ln)
+			}
 			rawClose(ll.fd)
 			l.lns[i] = nil
 		}
@@ -283,6 +304,10 @@ func (l *loop) removeListener(ln *Listener) {
 
 // accept takes up to one batch of new connections from ll.
 func (l *loop) accept(ll *loopListener) {
+	if ll.udp {
+		l.udpRecv(ll)
+		return
+	}
 	if ll.paused {
 		return
 	}
@@ -355,6 +380,7 @@ func (l *loop) stop() {
 // closeAll closes every connection and listener socket; the loop is
 // stopping.
 func (l *loop) closeAll() {
+	l.closeAllFlows()
 	for _, c := range l.conns {
 		if c != nil {
 			l.closeConn(c, false)
@@ -416,6 +442,10 @@ func (l *loop) arm(c *conn) {
 }
 
 func (l *loop) fireTimer(ref timerRef, tick int64) {
+	if ref.slot < 0 {
+		l.fireFlowTimer(ref, tick)
+		return
+	}
 	c := l.conns[ref.slot]
 	if c.gen != ref.gen || c.state == stFree || c.timerTick != tick {
 		return

@@ -1,0 +1,593 @@
+package l4
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// UDP forwarding. A flow is one client address and port on one listener.
+// Its first datagram picks a backend; the flow then owns a connected UDP
+// socket to that backend, registered in the loop's epoll, on which the
+// backend's replies arrive. Replies go back out of the listener's socket
+// from the very address the client sent to (IP_PKTINFO), in batches with
+// sendmmsg; client datagrams come in batches with recvmmsg. Flows live in a
+// per-loop table, like TCP connections, so no lock is shared.
+
+const (
+	udpBatch = 32
+	// udpBufSize holds the largest UDP payload (65507 bytes over IPv4) and
+	// then some.
+	udpBufSize = 1 << 16
+	oobSize    = 64 // room for one in_pktinfo or in6_pktinfo control message
+)
+
+// UDP drop reasons, counted per listener.
+const (
+	DropMaxFlows     = iota // udp_max_flows reached
+	DropNoBackend           // no usable backend for a new flow
+	DropBackendError        // the backend socket refused the datagram
+	DropClientError         // the reply could not be sent to the client
+	numDropReasons
+)
+
+// DropReasons names the drop counters, in index order, as the metrics
+// label them.
+var DropReasons = [numDropReasons]string{"max_flows", "no_backend", "backend_error", "client_error"}
+
+// UDPLoopStats are one loop's UDP counters for one listener.
+type UDPLoopStats struct {
+	ToBackend atomic.Uint64
+	ToClient  atomic.Uint64
+	Dropped   [numDropReasons]atomic.Uint64
+	_         [16]byte
+}
+
+// flow is one UDP client of one listener, in one loop.
+type flow struct {
+	slot      int32
+	gen       uint32
+	live      bool
+	fd        int
+	ln        *Listener
+	cfg       *ListenerConfig
+	backend   *pool.Backend
+	client    netip.AddrPort
+	local     netip.Addr // where the client sent to: the source of replies
+	replies   int
+	lastSeen  int64
+	timerTick int64
+	header    []byte // PROXY v2 header prepended to every datagram, or nil
+	dst       sockaddr
+}
+
+type flowKey struct {
+	ln     *Listener
+	client netip.AddrPort
+}
+
+// udpBatchBufs is one direction's batch: messages, their buffers, addresses
+// and control data, allocated once per loop.
+type udpBatchBufs struct {
+	msgs  [udpBatch]unix.Mmsghdr
+	iovs  [udpBatch]unix.Iovec
+	names [udpBatch]unix.RawSockaddrAny
+	oob   [udpBatch][oobSize]byte
+	bufs  [udpBatch][]byte
+}
+
+func newBatchBufs() *udpBatchBufs {
+	b := &udpBatchBufs{}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, udpBufSize)
+	}
+	return b
+}
+
+// udpState is a loop's UDP machinery, made when its first udp listener
+// arrives so that TCP-only loops carry none of it.
+type udpState struct {
+	in       *udpBatchBufs
+	out      *udpBatchBufs
+	outN     int
+	outFd    int
+	outLn    *Listener
+	outFlows [udpBatch]*pool.Backend
+	flows    []*flow
+	free     []int32
+	byKey    map[flowKey]int32
+	iov2     [2]unix.Iovec
+}
+
+func (l *loop) udpInit() {
+	if l.udp == nil {
+		l.udp = &udpState{in: newBatchBufs(), out: newBatchBufs(), byKey: map[flowKey]int32{}}
+	}
+}
+
+// listenUDP opens a non-blocking SO_REUSEPORT UDP socket that reports each
+// datagram's destination address.
+func listenUDP(bind netip.AddrPort) (int, netip.AddrPort, error) {
+	family := unix.AF_INET
+	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, bind, os.NewSyscallError("socket", err)
+	}
+	fail := func(call string, err error) (int, netip.AddrPort, error) {
+		unix.Close(fd)
+		return -1, bind, os.NewSyscallError(call, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil && family == unix.AF_INET {
+		return fail("setsockopt", err)
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
+	sa := sockaddrFrom(bind)
+	if family == unix.AF_INET {
+		sa = sockaddrFrom(netip.AddrPortFrom(bind.Addr().Unmap(), bind.Port()))
+	}
+	if err := rawBind(fd, &sa); err != nil {
+		return fail("bind", err)
+	}
+	var got sockaddr
+	if err := rawGetsockname(fd, &got); err != nil {
+		return fail("getsockname", err)
+	}
+	return fd, netip.AddrPortFrom(bind.Addr(), got.addrPort().Port()), nil
+}
+
+// udpRecv reads client datagrams from ll in batches and forwards each to
+// its flow's backend.
+func (l *loop) udpRecv(ll *loopListener) {
+	u := l.udp
+	in := u.in
+	for round := 0; round < 8; round++ {
+		for i := range in.msgs {
+			in.iovs[i] = unix.Iovec{Base: &in.bufs[i][0]}
+			in.iovs[i].SetLen(udpBufSize)
+			h := &in.msgs[i].Hdr
+			h.Name = (*byte)(unsafe.Pointer(&in.names[i]))
+			h.Namelen = unix.SizeofSockaddrAny
+			h.Iov = &in.iovs[i]
+			h.Iovlen = 1
+			h.Control = &in.oob[i][0]
+			h.SetControllen(oobSize)
+			h.Flags = 0
+		}
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(ll.fd), uintptr(unsafe.Pointer(&in.msgs[0])), udpBatch, unix.MSG_DONTWAIT, 0, 0)
+		if e != 0 {
+			if e != unix.EAGAIN && e != unix.EINTR {
+				l.log.Debug("recvmmsg", "listener", ll.ln.Config().Name, "err", e)
+			}
+			return
+		}
+		n := int(r)
+		for i := 0; i < n; i++ {
+			m := &in.msgs[i]
+			client := (*sockaddr)(unsafe.Pointer(&in.names[i])).addrPort()
+			local := pktinfoAddr(in.oob[i][:m.Hdr.Controllen])
+			l.udpForward(ll, client, local, in.bufs[i][:m.Len])
+		}
+		if n < udpBatch {
+			return
+		}
+	}
+	// More may be waiting: come back after the other events.
+	if !ll.more {
+		ll.more = true
+		l.accepting = append(l.accepting, ll)
+	}
+}
+
+// pktinfoAddr extracts the destination address from IP_PKTINFO or
+// IPV6_PKTINFO control data.
+func pktinfoAddr(oob []byte) netip.Addr {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(oob) {
+			return netip.Addr{}
+		}
+		data := oob[unix.SizeofCmsghdr:h.Len]
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			return netip.AddrFrom4(pi.Addr)
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			return netip.AddrFrom16(pi.Addr).Unmap()
+		}
+		next := unix.CmsgSpace(int(h.Len) - unix.SizeofCmsghdr)
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return netip.Addr{}
+}
+
+// udpForward sends one client datagram to its flow's backend, making the
+// flow when it is new.
+func (l *loop) udpForward(ll *loopListener, client netip.AddrPort, local netip.Addr, payload []byte) {
+	u := l.udp
+	st := &ll.ln.udpStats[l.id]
+	var f *flow
+	if idx, ok := u.byKey[flowKey{ll.ln, client}]; ok {
+		f = u.flows[idx]
+	} else {
+		var reason int
+		f, reason = l.newFlow(ll, client, local)
+		if f == nil {
+			st.Dropped[reason].Add(1)
+			return
+		}
+	}
+	var err error
+	if f.header == nil {
+		_, err = rawWrite(f.fd, payload)
+	} else {
+		err = l.writeWithHeader(f, payload)
+	}
+	if err != nil {
+		st.Dropped[DropBackendError].Add(1)
+		if err == unix.ECONNREFUSED {
+			l.flowRefused(f)
+		}
+		return
+	}
+	f.lastSeen = l.now
+	st.ToBackend.Add(1)
+	f.backend.Stats(l.id).BytesToBackend.Add(uint64(len(payload)))
+}
+
+// writeWithHeader sends the flow's PROXY v2 header and the payload as one
+// datagram, gathered from two buffers without copying.
+func (l *loop) writeWithHeader(f *flow, payload []byte) error {
+	iov := &l.udp.iov2
+	iov[0] = unix.Iovec{Base: &f.header[0]}
+	iov[0].SetLen(len(f.header))
+	n := 1
+	if len(payload) > 0 {
+		iov[1] = unix.Iovec{Base: &payload[0]}
+		iov[1].SetLen(len(payload))
+		n = 2
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(f.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+	return errnoErr(e)
+}
+
+// newFlow picks a backend for a new client and opens the flow's socket.
+func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr) (*flow, int) {
+	ln := ll.ln
+	cfg := ln.cfg.Load()
+	if cfg.UDPMaxFlows > 0 && ln.active.Load() >= int64(cfg.UDPMaxFlows) {
+		return nil, DropMaxFlows
+	}
+	snap := cfg.Pool.Snapshot()
+	key := balancer.HashKey(client.Addr(), client.Port(), snap.HashPort)
+	var tried balancer.Tried
+	for tried.Len() < balancer.MaxTried {
+		idx := snap.Balancer.Pick(key, l.id, &tried)
+		if idx < 0 {
+			break
+		}
+		tried.Add(idx)
+		b := snap.Backends[idx]
+		if m := b.MaxConn.Load(); m > 0 && b.Active.Load() >= m {
+			continue
+		}
+		fd, err := l.dialUDP(b.Addr)
+		if err != nil {
+			l.log.Debug("udp backend socket", "backend", b.Name, "err", err)
+			if outOfDescriptors(err) {
+				return nil, DropNoBackend
+			}
+			b.Stats(l.id).ConnectErrors.Add(1)
+			cfg.Pool.ConnectFailed(b)
+			continue
+		}
+		f := l.allocFlow()
+		f.fd = fd
+		f.ln, f.cfg, f.backend = ln, cfg, b
+		f.client, f.local = client, local
+		f.replies = 0
+		f.lastSeen = l.now
+		f.timerTick = -1
+		f.header = nil
+		f.dst = sockaddrFrom(client)
+		if cfg.ProxyProtocol == ProxyV2 {
+			f.header = udpProxyHeader(client, netip.AddrPortFrom(localOr(local, ln.addr.Addr()), ln.addr.Port()))
+		}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: f.slot, Pad: int32(f.gen<<tagBits) | tagFlow}
+		if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			rawClose(fd)
+			l.freeFlow(f)
+			return nil, DropNoBackend
+		}
+		l.udp.byKey[flowKey{ln, client}] = f.slot
+		ln.active.Add(1)
+		ln.stats[l.id].Connections.Add(1)
+		b.Active.Add(1)
+		b.Stats(l.id).Connections.Add(1)
+		l.armFlow(f)
+		return f, 0
+	}
+	return nil, DropNoBackend
+}
+
+func localOr(a, b netip.Addr) netip.Addr {
+	if a.IsValid() {
+		return a
+	}
+	return b
+}
+
+// udpProxyHeader renders the PROXY v2 header for a UDP flow (DGRAM
+// transport), once per flow.
+func udpProxyHeader(client, local netip.AddrPort) []byte {
+	src, dst := client.Addr().Unmap(), local.Addr().Unmap()
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UDPv4}
+	if !src.Is4() || !dst.Is4() {
+		src, dst = netip.AddrFrom16(src.As16()), netip.AddrFrom16(dst.As16())
+		h.TransportProtocol = proxyproto.UDPv6
+	}
+	h.SourceAddr = &net.UDPAddr{IP: src.AsSlice(), Port: int(client.Port())}
+	h.DestinationAddr = &net.UDPAddr{IP: dst.AsSlice(), Port: int(local.Port())}
+	b, err := h.Format()
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// dialUDP opens a UDP socket connected to the backend.
+func (l *loop) dialUDP(to netip.AddrPort) (int, error) {
+	sa := sockaddrFrom(to)
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(sa.family()), unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	if err := rawConnect(fd, &sa); err != nil {
+		rawClose(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func (l *loop) allocFlow() *flow {
+	u := l.udp
+	var f *flow
+	if n := len(u.free); n > 0 {
+		f = u.flows[u.free[n-1]]
+		u.free = u.free[:n-1]
+	} else {
+		f = &flow{slot: int32(len(u.flows))}
+		u.flows = append(u.flows, f)
+	}
+	f.gen = (f.gen + 1) & genMask
+	f.live = true
+	return f
+}
+
+func (l *loop) freeFlow(f *flow) {
+	f.live = false
+	f.gen = (f.gen + 1) & genMask
+	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
+	l.udp.free = append(l.udp.free, f.slot)
+}
+
+// closeFlow ends a flow: its socket closes, and its counts drop.
+func (l *loop) closeFlow(f *flow) {
+	if !f.live {
+		return
+	}
+	rawClose(f.fd)
+	delete(l.udp.byKey, flowKey{f.ln, f.client})
+	f.ln.active.Add(-1)
+	f.backend.Active.Add(-1)
+	l.freeFlow(f)
+}
+
+// flowRefused handles ICMP port unreachable from a flow's backend: a
+// passive failure, and the flow ends.
+func (l *loop) flowRefused(f *flow) {
+	f.backend.Stats(l.id).ConnectErrors.Add(1)
+	f.cfg.Pool.ConnectFailed(f.backend)
+	l.closeFlow(f)
+}
+
+// udpReplies reads the backend's replies on a flow and queues them for
+// the client.
+func (l *loop) udpReplies(f *flow) {
+	u := l.udp
+	for f.live {
+		lfd := l.listenerFD(f.ln)
+		if lfd < 0 {
+			// The listener is gone from this loop (a reload removed
+			// it): nothing can carry replies.
+			l.closeFlow(f)
+			return
+		}
+		if u.outN > 0 && u.outFd != lfd {
+			l.udpFlush()
+		}
+		i := u.outN
+		buf := u.out.bufs[i]
+		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(f.fd), uintptr(unsafe.Pointer(&buf[0])), udpBufSize)
+		if e != 0 {
+			if e == unix.ECONNREFUSED {
+				f.ln.udpStats[l.id].Dropped[DropBackendError].Add(1)
+				l.flowRefused(f)
+			}
+			return
+		}
+		n := int(r)
+		u.outFd, u.outLn = lfd, f.ln
+		l.queueReply(i, f, n)
+		u.outN++
+		f.lastSeen = l.now
+		f.replies++
+		f.backend.Stats(l.id).BytesToClient.Add(uint64(n))
+		if u.outN == udpBatch {
+			l.udpFlush()
+		}
+		if lim := f.cfg.UDPResponses; lim > 0 && f.replies >= lim {
+			l.closeFlow(f)
+			return
+		}
+	}
+}
+
+// queueReply fills out-batch slot i: n bytes already read into its buffer,
+// to f's client, from f's local address.
+func (l *loop) queueReply(i int, f *flow, n int) {
+	out := l.udp.out
+	out.iovs[i] = unix.Iovec{Base: &out.bufs[i][0]}
+	out.iovs[i].SetLen(n)
+	out.names[i] = f.dst.raw
+	h := &out.msgs[i].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&out.names[i]))
+	h.Namelen = f.dst.len
+	h.Iov = &out.iovs[i]
+	h.Iovlen = 1
+	h.Flags = 0
+	h.Control, h.Controllen = nil, 0
+	if f.local.IsValid() {
+		h.Control = &out.oob[i][0]
+		h.SetControllen(writePktinfo(out.oob[i][:], f.local, f.dst.family()))
+	}
+}
+
+// writePktinfo writes the control message that sets a reply's source
+// address, and returns its length.
+func writePktinfo(oob []byte, src netip.Addr, family int) int {
+	clear(oob)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	data := unsafe.Pointer(&oob[unix.SizeofCmsghdr])
+	if family == unix.AF_INET && src.Is4() {
+		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+		h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+		(*unix.Inet4Pktinfo)(data).Spec_dst = src.As4()
+		return unix.CmsgSpace(unix.SizeofInet4Pktinfo)
+	}
+	h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+	(*unix.Inet6Pktinfo)(data).Addr = src.As16()
+	return unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+}
+
+// udpFlush sends the queued replies with sendmmsg.
+func (l *loop) udpFlush() {
+	u := l.udp
+	if u == nil || u.outN == 0 {
+		return
+	}
+	st := &u.outLn.udpStats[l.id]
+	sent := 0
+	for sent < u.outN {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(u.outFd), uintptr(unsafe.Pointer(&u.out.msgs[sent])), uintptr(u.outN-sent), unix.MSG_DONTWAIT, 0, 0)
+		if e != 0 {
+			if e == unix.EINTR {
+				continue
+			}
+			// The first message failed (a full send buffer, or that
+			// client is unreachable): drop it and go on with the rest.
+			st.Dropped[DropClientError].Add(1)
+			sent++
+			continue
+		}
+		st.ToClient.Add(uint64(r))
+		sent += int(r)
+	}
+	u.outN = 0
+}
+
+// listenerFD is this loop's socket for ln, or -1.
+func (l *loop) listenerFD(ln *Listener) int {
+	for _, ll := range l.lns {
+		if ll != nil && ll.ln == ln {
+			return ll.fd
+		}
+	}
+	return -1
+}
+
+func (l *loop) armFlow(f *flow) {
+	if f.cfg.IdleTimeout <= 0 || f.timerTick >= 0 {
+		return
+	}
+	f.timerTick = l.wheel.add(timerRef{slot: -1 - f.slot, gen: f.gen}, f.lastSeen+int64(f.cfg.IdleTimeout))
+}
+
+func (l *loop) fireFlowTimer(ref timerRef, tick int64) {
+	f := l.udp.flows[-1-ref.slot]
+	if !f.live || f.gen != ref.gen || f.timerTick != tick {
+		return
+	}
+	f.timerTick = -1
+	due := f.lastSeen + int64(f.cfg.IdleTimeout)
+	if due > l.now {
+		f.timerTick = l.wheel.add(ref, due)
+		return
+	}
+	l.closeFlow(f)
+}
+
+// closeListenerFlows ends the flows of a listener that this loop no longer
+// serves.
+func (l *loop) closeListenerFlows(ln *Listener) {
+	if l.udp == nil {
+		return
+	}
+	if l.udp.outLn == ln {
+		l.udpFlush()
+	}
+	for _, f := range l.udp.flows {
+		if f.live && f.ln == ln {
+			l.closeFlow(f)
+		}
+	}
+}
+
+// closeBackendFlows ends every flow to b (disable).
+func (l *loop) closeBackendFlows(b *pool.Backend) {
+	if l.udp == nil {
+		return
+	}
+	l.udpFlush()
+	for _, f := range l.udp.flows {
+		if f.live && f.backend == b {
+			l.closeFlow(f)
+		}
+	}
+}
+
+func (l *loop) closeAllFlows() {
+	if l.udp == nil {
+		return
+	}
+	l.udpFlush()
+	for _, f := range l.udp.flows {
+		l.closeFlow(f)
+	}
+}

@@ -1,0 +1,406 @@
+package l4
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// udpBackend answers every datagram with prefix followed by the datagram.
+// With prefix "" it echoes. It returns its address.
+func udpBackend(t testing.TB, prefix string) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(append([]byte(prefix), buf[:n]...), from)
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// silentUDP receives and never answers, so flows stay open.
+func silentUDP(t testing.TB) netip.AddrPort {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			if _, _, err := c.ReadFromUDP(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func udpProxy(t testing.TB, e *Engine, p *pool.Pool, mod func(*ListenerConfig)) *Listener {
+	t.Helper()
+	return proxyTo(t, e, p, func(c *ListenerConfig) {
+		c.UDP = true
+		c.UDPMaxFlows = 100000
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// exchange sends msg from c to the proxy and returns the reply and its
+// source.
+func exchange(t testing.TB, c *net.UDPConn, to netip.AddrPort, msg []byte) ([]byte, netip.AddrPort, error) {
+	return exchangeWithin(c, to, msg, 5*time.Second)
+}
+
+func exchangeWithin(c *net.UDPConn, to netip.AddrPort, msg []byte, d time.Duration) ([]byte, netip.AddrPort, error) {
+	c.SetDeadline(time.Now().Add(d))
+	if _, err := c.WriteToUDPAddrPort(msg, to); err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	buf := make([]byte, 70000)
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	return buf[:n], from, err
+}
+
+func udpClient(t testing.TB) *net.UDPConn {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestUDPManyClients: 10,000 distinct client ports in waves of 500 at
+// once, DNS-style (one reply closes the flow); every reply reaches the
+// client that asked, from the address it asked.
+func TestUDPManyClients(t *testing.T) {
+	backend := udpBackend(t, "re:")
+	e := testEngine(t, Options{})
+	p := testPool(t, e.Loops(), "maglev", backend)
+	ln := udpProxy(t, e, p, func(c *ListenerConfig) { c.UDPResponses = 1 })
+	total, wave := 10000, 200
+	if testing.Short() {
+		total = 1000
+	}
+	for done := 0; done < total; done += wave {
+		var wg sync.WaitGroup
+		errs := make(chan error, wave)
+		for i := 0; i < wave; i++ {
+			wg.Add(1)
+			go func(id int) {
+				defer wg.Done()
+				c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				q := []byte(fmt.Sprintf("query %d from %s", id, c.LocalAddr()))
+				// A datagram may be lost on loopback when a socket's
+				// receive buffer overflows (the test's own backend is
+				// one goroutine); resend to tell loss from
+				// misdelivery.
+				var reply []byte
+				var from netip.AddrPort
+				for try := 0; try < 3; try++ {
+					reply, from, err = exchangeWithin(c, ln.Addr(), q, 2*time.Second)
+					if err == nil {
+						break
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d: %w", id, err)
+					return
+				}
+				if string(reply) != "re:"+string(q) {
+					errs <- fmt.Errorf("client %d got %q", id, reply)
+					return
+				}
+				if from != ln.Addr() {
+					errs <- fmt.Errorf("client %d: reply from %v, want %v", id, from, ln.Addr())
+				}
+			}(done + i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "flows closed after their reply", func() bool { return ln.Active() == 0 })
+	toB, toC, dropped := ln.UDPTotals()
+	if toB < uint64(total) || toC < uint64(total) {
+		t.Fatalf("datagrams to backend %d, to clients %d, want %d each; dropped %v", toB, toC, total, dropped)
+	}
+}
+
+func TestUDPSizes(t *testing.T) {
+	backend := udpBackend(t, "")
+	e := testEngine(t, Options{})
+	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", backend), nil)
+	c := udpClient(t)
+	for _, size := range []int{0, 1, 1472, 9000, 65507} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		for i := range msg {
+			msg[i] = byte(i * 7)
+		}
+		got, _, err := exchange(t, c, ln.Addr(), msg)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("size %d: got %d bytes, %v", size, len(got), err)
+		}
+	}
+}
+
+func TestUDPFlowLifetime(t *testing.T) {
+	t.Run("udp_responses=1 closes at once", func(t *testing.T) {
+		e := testEngine(t, Options{})
+		ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", udpBackend(t, "")), func(c *ListenerConfig) { c.UDPResponses = 1 })
+		c := udpClient(t)
+		if _, _, err := exchange(t, c, ln.Addr(), []byte("q")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "flow closed", func() bool { return ln.Active() == 0 })
+	})
+	t.Run("idle_timeout expires flows", func(t *testing.T) {
+		e := testEngine(t, Options{})
+		idle := 200 * time.Millisecond
+		ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", udpBackend(t, "")), func(c *ListenerConfig) { c.IdleTimeout = idle })
+		c := udpClient(t)
+		start := time.Now()
+		for i := 0; i < 3; i++ {
+			if _, _, err := exchange(t, c, ln.Addr(), []byte("q")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ln.Active() != 1 {
+			t.Fatalf("%d flows for one client", ln.Active())
+		}
+		waitFor(t, "flow expired", func() bool { return ln.Active() == 0 })
+		if el := time.Since(start); el < idle {
+			t.Fatalf("expired after %v", el)
+		}
+	})
+	t.Run("udp_max_flows holds under a flood", func(t *testing.T) {
+		e := testEngine(t, Options{})
+		ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", silentUDP(t)), func(c *ListenerConfig) { c.UDPMaxFlows = 50 })
+		// 500 distinct source ports: the sockets stay open so that no
+		// port is reused within the flood.
+		for i := 0; i < 500; i++ {
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ln.Addr()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write([]byte("flood"))
+		}
+		waitFor(t, "the flood counted", func() bool {
+			toB, _, dropped := ln.UDPTotals()
+			return toB+dropped[DropMaxFlows] >= 500
+		})
+		_, _, dropped := ln.UDPTotals()
+		if ln.Active() != 50 || dropped[DropMaxFlows] != 450 {
+			t.Fatalf("%d flows, %d dropped for max_flows; want 50 and 450", ln.Active(), dropped[DropMaxFlows])
+		}
+	})
+}
+
+func TestUDPStickyAndDrain(t *testing.T) {
+	a, b := udpBackend(t, "a:"), udpBackend(t, "b:")
+	e := testEngine(t, Options{})
+	p := healthPool(t, e, "maglev", healthcheck.Config{Type: "none"}, 0, nil, a, b)
+	ln := udpProxy(t, e, p, nil)
+	c := udpClient(t)
+	first, _, err := exchange(t, c, ln.Addr(), []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := first[:2]
+	var be *pool.Backend
+	for _, x := range p.Backends() {
+		if x.Active.Load() == 1 {
+			be = x
+		}
+	}
+	p.Drain(be)
+	for i := 0; i < 5; i++ {
+		got, _, err := exchange(t, c, ln.Addr(), []byte("n"))
+		if err != nil || !bytes.Equal(got[:2], mine) {
+			t.Fatalf("flow left its draining backend: %q, %v", got, err)
+		}
+	}
+	// New clients avoid the drained backend.
+	for i := 0; i < 10; i++ {
+		got, _, err := exchange(t, udpClient(t), ln.Addr(), []byte("x"))
+		if err != nil || bytes.Equal(got[:2], mine) {
+			t.Fatalf("new flow went to the drained backend: %q, %v", got, err)
+		}
+	}
+	// Disable removes its flows.
+	p.Disable(be)
+	waitFor(t, "flows of the disabled backend removed", func() bool { return be.Active.Load() == 0 })
+}
+
+type alwaysUp struct{}
+
+func (alwaysUp) Probe(context.Context, netip.AddrPort) error { return nil }
+
+func TestUDPRefusedBackend(t *testing.T) {
+	good := udpBackend(t, "ok:")
+	dead := refusingUDP(t)
+	e := testEngine(t, Options{})
+	clock := healthcheck.NewFakeClock(time.Unix(1e9, 0))
+	hc := healthcheck.Config{Type: "tcp", Interval: time.Hour, Timeout: time.Second, Rise: 2, Fall: 3}
+	p := healthPool(t, e, "wrr", hc, 2, []healthcheck.Option{healthcheck.WithClock(clock), healthcheck.WithProber(alwaysUp{})}, good, dead)
+	ln := udpProxy(t, e, p, nil)
+	bd := p.Backend(dead.String())
+	// Clients whose flow lands on the dead port get nothing back; keep
+	// sending from new ports until it is ejected.
+	deadline := time.Now().Add(10 * time.Second)
+	for bd.Healthy() && time.Now().Before(deadline) {
+		c := udpClient(t)
+		c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		c.WriteToUDPAddrPort([]byte("q"), ln.Addr())
+		c.ReadFromUDPAddrPort(make([]byte, 100))
+		c.WriteToUDPAddrPort([]byte("q"), ln.Addr()) // the ICMP error surfaces on the next send
+		c.ReadFromUDPAddrPort(make([]byte, 100))
+		c.Close()
+	}
+	if bd.Healthy() {
+		t.Fatal("refusing UDP backend not ejected")
+	}
+	if _, errs, _, _ := bd.Totals(); errs < 2 {
+		t.Fatalf("%d errors counted", errs)
+	}
+	for i := 0; i < 10; i++ {
+		got, _, err := exchange(t, udpClient(t), ln.Addr(), []byte("q"))
+		if err != nil || string(got) != "ok:q" {
+			t.Fatalf("after ejection: %q, %v", got, err)
+		}
+	}
+}
+
+// refusingUDP is a loopback UDP port with nothing bound: datagrams to it
+// draw ICMP port unreachable.
+func refusingUDP(t testing.TB) netip.AddrPort {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	return a
+}
+
+func TestUDPProxyV2(t *testing.T) {
+	headers := make(chan *proxyproto.Header, 4)
+	bc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			n, from, err := bc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			h, payload, err := proxyproto.ParseUDPDatagram(buf[:n])
+			if err != nil {
+				headers <- nil
+				continue
+			}
+			headers <- h
+			bc.WriteToUDPAddrPort(payload, from)
+		}
+	}()
+	e := testEngine(t, Options{})
+	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", bc.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) { c.ProxyProtocol = ProxyV2 })
+	c := udpClient(t)
+	for _, msg := range []string{"first", "second", ""} {
+		got, _, err := exchange(t, c, ln.Addr(), []byte(msg))
+		if err != nil || string(got) != msg {
+			t.Fatalf("%q: %q, %v", msg, got, err)
+		}
+		h := <-headers
+		if h == nil {
+			t.Fatal("backend could not parse the PROXY v2 header")
+		}
+		src, dst, ok := h.UDPAddrs()
+		if !ok || src.AddrPort() != c.LocalAddr().(*net.UDPAddr).AddrPort() || dst.AddrPort() != ln.Addr() {
+			t.Fatalf("header %v -> %v, want %v -> %v", src, dst, c.LocalAddr(), ln.Addr())
+		}
+	}
+}
+
+// TestUDPWildcardSource: on a 0.0.0.0 bind, replies leave from the address
+// each client targeted.
+func TestUDPWildcardSource(t *testing.T) {
+	backend := udpBackend(t, "")
+	e := testEngine(t, Options{})
+	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", backend), func(c *ListenerConfig) {
+		c.Bind = netip.MustParseAddrPort("0.0.0.0:0")
+	})
+	port := ln.Addr().Port()
+	for _, target := range []string{"127.0.0.1", "127.0.0.2"} {
+		to := netip.AddrPortFrom(netip.MustParseAddr(target), port)
+		got, from, err := exchange(t, udpClient(t), to, []byte(target))
+		if err != nil || string(got) != target {
+			t.Fatalf("%s: %q, %v", target, got, err)
+		}
+		if from != to {
+			t.Fatalf("reply to a client of %v came from %v", to, from)
+		}
+	}
+}
+
+// TestUDPReloadKeepsFlows: a config swap keeps the socket and the open
+// flow, which stays on its backend.
+func TestUDPReloadKeepsFlows(t *testing.T) {
+	a, b := udpBackend(t, "a:"), udpBackend(t, "b:")
+	e := testEngine(t, Options{})
+	pa := testPool(t, e.Loops(), "wrr", a)
+	ln := udpProxy(t, e, pa, nil)
+	c := udpClient(t)
+	if got, _, err := exchange(t, c, ln.Addr(), []byte("1")); err != nil || string(got) != "a:1" {
+		t.Fatalf("%q %v", got, err)
+	}
+	cfg := *ln.Config()
+	cfg.Pool = testPool(t, e.Loops(), "wrr", b)
+	if err := e.Update(ln, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := exchange(t, c, ln.Addr(), []byte("2")); err != nil || string(got) != "a:2" {
+		t.Fatalf("open flow moved on reload: %q %v", got, err)
+	}
+	if got, _, err := exchange(t, udpClient(t), ln.Addr(), []byte("3")); err != nil || string(got) != "b:3" {
+		t.Fatalf("new flow after reload: %q %v", got, err)
+	}
+	bad := cfg
+	bad.UDP = false
+	if err := e.Update(ln, bad); err == nil {
+		t.Fatal("protocol change accepted in place")
+	}
+}
