@@ -23,8 +23,19 @@ type Listener struct {
 	Connections uint64
 	Active      int64
 	// Rejected maps a reason (max_connections, no_backend, proxy_header)
-	// to its count.
+	// to its count; tcp listeners only.
 	Rejected map[string]uint64
+	// UDP holds a udp listener's datagram counters; nil for tcp. Active
+	// is then the number of live flows.
+	UDP *UDP
+}
+
+// UDP is a udp listener's datagram counters.
+type UDP struct {
+	ToBackend, ToClient uint64
+	// Dropped maps a reason (max_flows, no_backend, backend_error,
+	// client_error) to its count.
+	Dropped map[string]uint64
 }
 
 // Backend is one backend's counters, summed over loops.
@@ -66,6 +77,12 @@ var (
 		"Open connections accepted by the listener.", []string{"listener"}, nil)
 	descListenerRejected = prometheus.NewDesc("lbd_listener_rejected_total",
 		"Connections closed without being forwarded, by reason.", []string{"listener", "reason"}, nil)
+	descUDPFlows = prometheus.NewDesc("lbd_udp_flows_active",
+		"Live UDP flows of the listener.", []string{"listener"}, nil)
+	descUDPDatagrams = prometheus.NewDesc("lbd_udp_datagrams_total",
+		"UDP datagrams forwarded, by direction.", []string{"listener", "direction"}, nil)
+	descUDPDropped = prometheus.NewDesc("lbd_udp_dropped_total",
+		"UDP datagrams dropped, by reason.", []string{"listener", "reason"}, nil)
 	descBackendConns = prometheus.NewDesc("lbd_backend_connections_total",
 		"Connections established to the backend.", []string{"pool", "backend"}, nil)
 	descBackendActive = prometheus.NewDesc("lbd_backend_active_connections",
@@ -96,6 +113,7 @@ func NewCollector(src Source) *Collector { return &Collector{src: src} }
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descListenerConns, descListenerActive, descListenerRejected,
+		descUDPFlows, descUDPDatagrams, descUDPDropped,
 		descBackendConns, descBackendActive, descBackendBytes, descBackendErrors,
 		descBackendUp, descBackendState, descHealthChecks, descConnectDuration} {
 		ch <- d
@@ -115,6 +133,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descListenerActive, l.Active, l.Name)
 		for reason, n := range l.Rejected {
 			counter(descListenerRejected, n, l.Name, reason)
+		}
+		if u := l.UDP; u != nil {
+			gauge(descUDPFlows, l.Active, l.Name)
+			counter(descUDPDatagrams, u.ToBackend, l.Name, "to_backend")
+			counter(descUDPDatagrams, u.ToClient, l.Name, "to_client")
+			for reason, n := range u.Dropped {
+				counter(descUDPDropped, n, l.Name, reason)
+			}
 		}
 	}
 	for _, b := range c.src.MetricsBackends() {

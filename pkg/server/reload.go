@@ -98,7 +98,11 @@ func (s *Server) apply(cfg *config.Config) error {
 	defer s.mu.Unlock()
 	running := map[bindKey]*l4.Listener{}
 	for _, ln := range s.listeners {
-		running[bindKey{ln.Config().Bind, config.ProtocolTCP}] = ln
+		proto := config.ProtocolTCP
+		if ln.UDP() {
+			proto = config.ProtocolUDP
+		}
+		running[bindKey{ln.Config().Bind, proto}] = ln
 	}
 	next := map[string]*l4.Listener{}
 	var opened []*l4.Listener

@@ -336,3 +336,102 @@ algorithm = "wrr"
 		t.Fatalf("unknown backend: %v", err)
 	}
 }
+
+func udpEcho(t *testing.T, prefix string) string {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(append([]byte(prefix), buf[:n]...), from)
+		}
+	}()
+	return c.LocalAddr().String()
+}
+
+func freeUDPPort(t *testing.T) string {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+// TestUDPListenerReloadAndMetrics: a udp listener from the config serves,
+// keeps its socket and open flow across a reload that changes its pool,
+// and shows in the lbd_udp_* metrics.
+func TestUDPListenerReloadAndMetrics(t *testing.T) {
+	a, b := udpEcho(t, "a:"), udpEcho(t, "b:")
+	dns, metricsAddr := freeUDPPort(t), freePort(t)
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	conf := func(backend string) string {
+		return fmt.Sprintf(`[global]
+admin_socket = %q
+metrics_listen = %q
+[[listener]]
+name = "dns"
+bind = %q
+protocol = "udp"
+pool = "p"
+idle_timeout = "1m"
+[[pool]]
+name = "p"
+algorithm = "maglev"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, sock, metricsAddr, dns, backend)
+	}
+	f := newReloadFixture(t, conf(a))
+	f.s.metricsReg.Loaded(time.Now(), false)
+	c, err := net.Dial("udp", dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func(conn net.Conn, q string) string {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		conn.Write([]byte(q))
+		buf := make([]byte, 100)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	if got := ask(c, "1"); got != "a:1" {
+		t.Fatalf("got %q", got)
+	}
+	f.write(conf(b))
+	if _, err := f.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(c, "2"); got != "a:2" {
+		t.Fatalf("open flow after reload: %q", got)
+	}
+	c2, _ := net.Dial("udp", dns)
+	defer c2.Close()
+	if got := ask(c2, "3"); got != "b:3" {
+		t.Fatalf("new flow after reload: %q", got)
+	}
+	text := scrape(t, metricsAddr)
+	for _, want := range []string{
+		`lbd_udp_flows_active{listener="dns"} 2`,
+		`lbd_udp_datagrams_total{direction="to_backend",listener="dns"} 3`,
+		`lbd_udp_datagrams_total{direction="to_client",listener="dns"} 3`,
+		`lbd_udp_dropped_total{listener="dns",reason="max_flows"} 0`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -154,6 +154,9 @@ func listenerConfig(lc config.Listener, pools map[string]*pool.Pool) l4.Listener
 		ConnectTimeout: lc.ConnectTimeout,
 		IdleTimeout:    lc.IdleTimeout,
 		Retries:        lc.Retries,
+		UDP:            lc.Protocol == config.ProtocolUDP,
+		UDPMaxFlows:    lc.UDPMaxFlows,
+		UDPResponses:   lc.UDPResponses,
 	}
 }
 
@@ -172,7 +175,7 @@ func (s *Server) Start() error {
 			return err
 		}
 		s.listeners[lc.Name] = ln
-		s.log.Info("listening", "listener", lc.Name, "bind", ln.Addr().String(), "pool", lc.Pool, "loops", s.engine.Loops())
+		s.log.Info("listening", "listener", lc.Name, "bind", ln.Addr().String(), "protocol", lc.Protocol, "pool", lc.Pool, "loops", s.engine.Loops())
 	}
 	if err := s.startMetricsLocked(s.cfg.Global.MetricsListen); err != nil {
 		s.stopLocked()
@@ -300,8 +303,16 @@ func (s *Server) MetricsListeners() []metrics.Listener {
 	for name, ln := range s.listeners {
 		conns, rej := ln.Totals()
 		m := metrics.Listener{Name: name, Connections: conns, Active: ln.Active(), Rejected: map[string]uint64{}}
-		for i, reason := range l4.RejectReasons {
-			m.Rejected[reason] = rej[i]
+		if ln.UDP() {
+			toB, toC, dropped := ln.UDPTotals()
+			m.UDP = &metrics.UDP{ToBackend: toB, ToClient: toC, Dropped: map[string]uint64{}}
+			for i, reason := range l4.DropReasons {
+				m.UDP.Dropped[reason] = dropped[i]
+			}
+		} else {
+			for i, reason := range l4.RejectReasons {
+				m.Rejected[reason] = rej[i]
+			}
 		}
 		out = append(out, m)
 	}
