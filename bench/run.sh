@@ -2,12 +2,15 @@
 # Layer-4 TCP benchmarks: lbd against HAProxy and the nginx stream module,
 # with the no-proxy path as a baseline. `make bench` runs this script.
 #
-# Usage: bench/run.sh [bulk] [conn] [rr] [idle]      (default: all four)
+# Usage: bench/run.sh [bulk] [conn] [rr] [idle] [udp]     (default: all five)
 #
 #   bulk  iperf3 through the proxy, one stream and eight streams (Gbit/s)
 #   conn  wrk with "Connection: close", 32 connections (connections/s)
 #   rr    wrk keep-alive, 64 connections (requests/s, p50, p99)
 #   idle  RSS growth of the proxy per idle connection, 4000 connections
+#   udp   DNS over UDP, dnsperf -> dnsmasq, HAProxy has no UDP (queries/s,
+#         lost, latency): bench/udp.sh, run after the TCP workloads, writes
+#         udp.md and udp.png; `bench/udp.sh --help` lists its own settings
 #
 # Environment (defaults in brackets):
 #   SYSTEMS      systems to compare, in run order ["direct haproxy nginx lbd"]
@@ -18,7 +21,8 @@
 #   WRK_THREADS  wrk threads [1]
 #   IDLE_CONNS   connections held by the idle workload [4000]
 #   COOLDOWN     seconds of rest between measurements [2]
-#   PORT_BASE    first of the 127.0.0.1 ports used, PORT_BASE+1..+33 [19200]
+#   PORT_BASE    first of the 127.0.0.1 ports used, PORT_BASE+1..+33; udp
+#                uses +4, +24 and +34 [19200]
 #   LBD          lbd binary [./bin/lbd]
 #   RESULTS_DIR  where tcp.md and tcp.png go [bench/results]
 #   NO_INSTALL=1 never run apt-get
@@ -59,18 +63,28 @@ NOTES=()
 # ---------------------------------------------------------------- arguments
 
 WORKLOADS=()
+RUN_UDP=0
 for arg in "$@"; do
 	case $arg in
 	bulk | conn | rr | idle) WORKLOADS+=("$arg") ;;
-	all) WORKLOADS+=(bulk conn rr idle) ;;
+	udp) RUN_UDP=1 ;;
+	all)
+		WORKLOADS+=(bulk conn rr idle)
+		RUN_UDP=1
+		;;
 	-h | --help)
 		sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 		exit 0
 		;;
-	*) die "unknown workload '$arg' (expected: bulk conn rr idle)" ;;
+	*) die "unknown workload '$arg' (expected: bulk conn rr idle udp)" ;;
 	esac
 done
-[[ ${#WORKLOADS[@]} -gt 0 ]] || WORKLOADS=(bulk conn rr idle)
+if [[ $# == 0 ]]; then
+	WORKLOADS=(bulk conn rr idle)
+	RUN_UDP=1
+fi
+# udp alone: bench/udp.sh does everything itself.
+[[ ${#WORKLOADS[@]} -gt 0 ]] || exec "$ROOT/bench/udp.sh"
 
 read -r -a SYS_LIST <<<"$SYSTEMS"
 for s in "${SYS_LIST[@]}"; do
@@ -1121,3 +1135,11 @@ cp "$RESULTS_DIR/tcp.md" "$WORK/tcp.md"
 log "table: $RESULTS_DIR/tcp.md"
 echo
 awk '/^\| workload \|/ {t = 1} t && /^$/ {exit} t' "$RESULTS_DIR/tcp.md"
+
+if [[ $RUN_UDP == 1 ]]; then
+	# Stop the TCP backends first, so that the UDP run has the machine to itself.
+	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+	echo
+	log "udp: running bench/udp.sh"
+	LBD_BENCH_LOCKED=1 "$ROOT/bench/udp.sh"
+fi
