@@ -85,12 +85,14 @@ func (c *conn) due() int64 {
 func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
 	cfg := ln.cfg.Load()
 	st := &ln.stats[l.id]
-	if cfg.MaxConnections > 0 && ln.active.Load() >= int64(cfg.MaxConnections) {
+	// Increment first: loops accept concurrently, and a check followed by
+	// an increment could overshoot the limit.
+	if n := ln.active.Add(1); cfg.MaxConnections > 0 && n > int64(cfg.MaxConnections) {
+		ln.active.Add(-1)
 		st.Rejected[RejectMaxConnections].Add(1)
 		rawResetClose(fd)
 		return
 	}
-	ln.active.Add(1)
 	st.Connections.Add(1)
 	l.activeConn++
 	l.activeCount.Store(l.activeConn)
@@ -177,6 +179,12 @@ func (l *loop) connect(c *conn) {
 				l.pauseAccepting(err)
 				break
 			}
+			if localConnectError(err) {
+				// Out of local ports towards this backend: try
+				// another, without counting it against this one.
+				l.log.Debug("no local port for backend", "backend", b.Name, "err", err)
+				continue
+			}
 			l.log.Debug("connect failed", "backend", b.Name, "err", err)
 			b.Stats(l.id).ConnectErrors.Add(1)
 			c.cfg.Pool.ConnectFailed(b)
@@ -250,8 +258,23 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 		}
 		l.connected(c)
 	case stForwarding:
+		if events&unix.EPOLLERR != 0 && (c.up.shut || c.down.shut) {
+			// A reset on a half-closed side: nothing may be left to
+			// read or write there to notice it, so check, and pass
+			// the reset on.
+			if err := rawSoError(c.fd[side]); err != nil {
+				l.closeConn(c, true)
+				return
+			}
+		}
 		l.service(c)
 	}
+}
+
+// localConnectError reports connect errors that are this host's, not the
+// backend's: no local port or address is free.
+func localConnectError(err error) bool {
+	return err == unix.EADDRNOTAVAIL || err == unix.EAGAIN
 }
 
 func (l *loop) connected(c *conn) {
@@ -319,11 +342,12 @@ func (l *loop) park(c *conn, h *half, b []byte) bool {
 		h.p, h.held = p, true
 	}
 	n, err := rawWrite(h.p.w, b)
-	if err != nil || n != len(b) {
-		return false
+	if n > 0 {
+		// Count what went in even on failure, so that the pipe is
+		// closed rather than pooled with stale bytes.
+		h.n += n
 	}
-	h.n += n
-	return true
+	return err == nil && n == len(b)
 }
 
 func (l *loop) getPipe() (pipe, error) {
@@ -432,7 +456,13 @@ func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 			if !h.held {
 				p, err := l.getPipe()
 				if err != nil {
-					return pumpFailed
+					if l.buf == nil {
+						return pumpFailed
+					}
+					// Out of descriptors: copy through the buffer
+					// instead of failing the connection.
+					h.bulk = false
+					continue
 				}
 				h.p, h.held = p, true
 			}
@@ -459,7 +489,9 @@ func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 			}
 			continue
 		}
-		n, err := rawRead(sfd, l.buf)
+		// Never read more than a pipe can take: a partial write parks
+		// the rest in one.
+		n, err := rawRead(sfd, l.buf[:min(len(l.buf), l.pipes.minCap)])
 		if err != nil {
 			if err == unix.EAGAIN {
 				c.rd[src] = false
@@ -474,7 +506,7 @@ func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 		moved += n
 		c.lastSeen = l.now
 		l.stats.CopiedBytes.Add(uint64(n))
-		if n == len(l.buf) {
+		if n == min(len(l.buf), l.pipes.minCap) {
 			h.bulk = true
 		} else if !c.hup[src] {
 			// A short read from a stream socket emptied its receive

@@ -2,6 +2,7 @@ package l4
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -144,3 +145,5 @@ func expectClosed(t testing.TB, c net.Conn) {
 		t.Fatal("connection still open")
 	}
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

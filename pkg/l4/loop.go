@@ -80,8 +80,9 @@ type loop struct {
 	// activeCount mirrors activeConn for other goroutines.
 	activeCount atomic.Int64
 
-	cmdMu sync.Mutex
-	cmds  []func()
+	cmdMu  sync.Mutex
+	cmds   []func()
+	halted bool // the loop goroutine has ended; guarded by cmdMu
 }
 
 func newLoop(e *Engine, id int) (*loop, error) {
@@ -119,13 +120,20 @@ func newLoop(e *Engine, id int) (*loop, error) {
 	return l, nil
 }
 
-// exec hands fn to the loop and wakes it.
+// exec hands fn to the loop and wakes it. Once the loop has stopped,
+// nothing is served any more: fn runs on the caller's goroutine, so that
+// a caller waiting for it is not stranded.
 func (l *loop) exec(fn func()) {
 	l.cmdMu.Lock()
+	if l.halted {
+		l.cmdMu.Unlock()
+		fn()
+		return
+	}
 	l.cmds = append(l.cmds, fn)
-	l.cmdMu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(l.evfd, one[:])
+	l.cmdMu.Unlock()
 }
 
 func (l *loop) runCommands() {
@@ -167,6 +175,16 @@ func (l *loop) run() {
 		l.udpFlush()
 	}
 	l.closeAll()
+	l.cmdMu.Lock()
+	l.halted = true
+	cmds := l.cmds
+	l.cmds = nil
+	l.cmdMu.Unlock()
+	// Commands that raced with the stop run here, on a loop with nothing
+	// left in it.
+	for _, fn := range cmds {
+		fn()
+	}
 }
 
 // waitMillis is the epoll timeout: until the next timer tick, or the end of
@@ -397,6 +415,9 @@ func (l *loop) closeAll() {
 
 // release frees the loop's own descriptors after it has stopped.
 func (l *loop) release() {
+	l.cmdMu.Lock()
+	defer l.cmdMu.Unlock()
+	l.halted = true
 	if l.epfd >= 0 {
 		unix.Close(l.epfd)
 		unix.Close(l.evfd)

@@ -19,12 +19,21 @@ type pipe struct {
 type pipePool struct {
 	free    []pipe
 	max     int // most idle pipes kept
-	size    int // capacity set with F_SETPIPE_SZ
+	size    int // capacity asked for with F_SETPIPE_SZ
 	created uint64
+	// minCap is the smallest capacity any pipe got. F_SETPIPE_SZ can
+	// fail (an unprivileged user past pipe-user-pages-soft gets small
+	// pipes); reads through the copy buffer never exceed it, so a partial
+	// write always fits into a pipe.
+	minCap int
 }
 
-func newPipePool(size, max int) *pipePool {
-	return &pipePool{size: size, max: max, free: make([]pipe, 0, max)}
+// defaultPipeCap is the capacity of a pipe that F_SETPIPE_SZ did not
+// resize; fcntl(F_GETPIPE_SZ) reports the real one.
+const defaultPipeCap = 64 << 10
+
+func newPipePool(size, maxIdle int) *pipePool {
+	return &pipePool{size: size, max: maxIdle, free: make([]pipe, 0, maxIdle), minCap: max(size, defaultPipeCap)}
 }
 
 func (pp *pipePool) get() (pipe, error) {
@@ -39,9 +48,13 @@ func (pp *pipePool) get() (pipe, error) {
 	}
 	pp.created++
 	if pp.size > 0 {
-		// Ignore the error: a smaller pipe (the 64 KiB default) still
-		// works, it only takes more splice calls for bulk transfers.
+		// An error leaves a smaller pipe, which still works: bulk
+		// transfers take more splice calls, and copy reads shrink to
+		// fit (minCap).
 		unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pp.size)
+	}
+	if c, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETPIPE_SZ, 0); err == nil && c > 0 && c < pp.minCap {
+		pp.minCap = c
 	}
 	return pipe{r: fds[0], w: fds[1]}, nil
 }

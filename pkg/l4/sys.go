@@ -66,6 +66,15 @@ func (sa *sockaddr) addrPort() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// rawAddrPort reads a kernel-filled socket address. It takes the raw
+// struct, not a *sockaddr, because a RawSockaddrAny is smaller than a
+// sockaddr and must never be written through one.
+func rawAddrPort(raw *unix.RawSockaddrAny) netip.AddrPort {
+	var sa sockaddr
+	sa.raw = *raw
+	return sa.addrPort()
+}
+
 func rawAccept4(fd int, sa *sockaddr) (int, error) {
 	sa.len = unix.SizeofSockaddrAny
 	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&sa.raw)),

@@ -28,6 +28,7 @@ const (
 	// then some.
 	udpBufSize = 1 << 16
 	oobSize    = 64 // room for one in_pktinfo or in6_pktinfo control message
+	udpRcvBuf  = 4 << 20
 )
 
 // UDP drop reasons, counted per listener.
@@ -69,9 +70,12 @@ type flow struct {
 	dst       sockaddr
 }
 
+// flowKey names a flow: the same client port talking to two addresses of
+// a wildcard bind is two flows, each answered from its own address.
 type flowKey struct {
 	ln     *Listener
 	client netip.AddrPort
+	local  netip.Addr
 }
 
 // udpBatchBufs is one direction's batch: messages, their buffers, addresses
@@ -134,6 +138,12 @@ func listenUDP(bind netip.AddrPort) (int, netip.AddrPort, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 		return fail("setsockopt", err)
 	}
+	// A burst of small datagrams overflows the default receive buffer
+	// (about 200 KiB) long before the loop falls behind on average: ask
+	// for more, forcing past rmem_max where the process may.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpRcvBuf) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpRcvBuf)
+	}
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil && family == unix.AF_INET {
 		return fail("setsockopt", err)
 	}
@@ -184,7 +194,7 @@ func (l *loop) udpRecv(ll *loopListener) {
 		n := int(r)
 		for i := 0; i < n; i++ {
 			m := &in.msgs[i]
-			client := (*sockaddr)(unsafe.Pointer(&in.names[i])).addrPort()
+			client := rawAddrPort(&in.names[i])
 			local := pktinfoAddr(in.oob[i][:m.Hdr.Controllen])
 			l.udpForward(ll, client, local, in.bufs[i][:m.Len])
 		}
@@ -231,7 +241,7 @@ func (l *loop) udpForward(ll *loopListener, client netip.AddrPort, local netip.A
 	u := l.udp
 	st := &ll.ln.udpStats[l.id]
 	var f *flow
-	if idx, ok := u.byKey[flowKey{ll.ln, client}]; ok {
+	if idx, ok := u.byKey[flowKey{ll.ln, client, local}]; ok {
 		f = u.flows[idx]
 	} else {
 		var reason int
@@ -279,9 +289,18 @@ func (l *loop) writeWithHeader(f *flow, payload []byte) error {
 func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr) (*flow, int) {
 	ln := ll.ln
 	cfg := ln.cfg.Load()
-	if cfg.UDPMaxFlows > 0 && ln.active.Load() >= int64(cfg.UDPMaxFlows) {
+	// Reserve the flow's place first: loops create flows concurrently, and
+	// a check followed by an increment could overshoot the limit.
+	if n := ln.active.Add(1); cfg.UDPMaxFlows > 0 && n > int64(cfg.UDPMaxFlows) {
+		ln.active.Add(-1)
 		return nil, DropMaxFlows
 	}
+	reserved := true
+	defer func() {
+		if reserved {
+			ln.active.Add(-1)
+		}
+	}()
 	snap := cfg.Pool.Snapshot()
 	key := balancer.HashKey(client.Addr(), client.Port(), snap.HashPort)
 	var tried balancer.Tried
@@ -300,6 +319,9 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 			l.log.Debug("udp backend socket", "backend", b.Name, "err", err)
 			if outOfDescriptors(err) {
 				return nil, DropNoBackend
+			}
+			if localConnectError(err) {
+				continue
 			}
 			b.Stats(l.id).ConnectErrors.Add(1)
 			cfg.Pool.ConnectFailed(b)
@@ -323,8 +345,8 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 			l.freeFlow(f)
 			return nil, DropNoBackend
 		}
-		l.udp.byKey[flowKey{ln, client}] = f.slot
-		ln.active.Add(1)
+		l.udp.byKey[flowKey{ln, client, local}] = f.slot
+		reserved = false // the flow holds it now
 		ln.stats[l.id].Connections.Add(1)
 		b.Active.Add(1)
 		b.Stats(l.id).Connections.Add(1)
@@ -402,7 +424,7 @@ func (l *loop) closeFlow(f *flow) {
 		return
 	}
 	rawClose(f.fd)
-	delete(l.udp.byKey, flowKey{f.ln, f.client})
+	delete(l.udp.byKey, flowKey{f.ln, f.client, f.local})
 	f.ln.active.Add(-1)
 	f.backend.Active.Add(-1)
 	l.freeFlow(f)
@@ -435,13 +457,26 @@ func (l *loop) udpReplies(f *flow) {
 		buf := u.out.bufs[i]
 		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(f.fd), uintptr(unsafe.Pointer(&buf[0])), udpBufSize)
 		if e != 0 {
-			if e == unix.ECONNREFUSED {
+			switch e {
+			case unix.EAGAIN:
+			case unix.ECONNREFUSED:
 				f.ln.udpStats[l.id].Dropped[DropBackendError].Add(1)
 				l.flowRefused(f)
+			case unix.EINTR:
+				continue
+			default:
+				// Other ICMP errors (host unreachable, say) are
+				// reported once, ahead of queued datagrams: count
+				// and read on.
+				f.ln.udpStats[l.id].Dropped[DropBackendError].Add(1)
+				continue
 			}
 			return
 		}
 		n := int(r)
+		if f.replies == 0 {
+			f.cfg.Pool.ConnectSucceeded(f.backend)
+		}
 		u.outFd, u.outLn = lfd, f.ln
 		l.queueReply(i, f, n)
 		u.outN++
