@@ -63,6 +63,11 @@ type flow struct {
 	backend   *pool.Backend
 	client    netip.AddrPort
 	local     netip.Addr // where the client sent to: the source of replies
+	// requests and replies count datagrams each way. With udp_responses
+	// N the flow ends once every request has had its N replies, so a
+	// client with several queries in flight on one port (as resolvers
+	// and dnsperf do) gets all its answers.
+	requests  int
 	replies   int
 	lastSeen  int64
 	timerTick int64
@@ -265,6 +270,7 @@ func (l *loop) udpForward(ll *loopListener, client netip.AddrPort, local netip.A
 		return
 	}
 	f.lastSeen = l.now
+	f.requests++
 	st.ToBackend.Add(1)
 	f.backend.Stats(l.id).BytesToBackend.Add(uint64(len(payload)))
 }
@@ -331,7 +337,7 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 		f.fd = fd
 		f.ln, f.cfg, f.backend = ln, cfg, b
 		f.client, f.local = client, local
-		f.replies = 0
+		f.requests, f.replies = 0, 0
 		f.lastSeen = l.now
 		f.timerTick = -1
 		f.header = nil
@@ -486,7 +492,7 @@ func (l *loop) udpReplies(f *flow) {
 		if u.outN == udpBatch {
 			l.udpFlush()
 		}
-		if lim := f.cfg.UDPResponses; lim > 0 && f.replies >= lim {
+		if lim := f.cfg.UDPResponses; lim > 0 && f.replies >= f.requests*lim {
 			l.closeFlow(f)
 			return
 		}

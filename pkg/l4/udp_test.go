@@ -410,3 +410,48 @@ func TestUDPReloadKeepsFlows(t *testing.T) {
 		t.Fatal("protocol change accepted in place")
 	}
 }
+
+// TestUDPResponsesInFlight: with udp_responses = 1, a client port with
+// several queries in flight gets every answer; the flow ends after the
+// last.
+func TestUDPResponsesInFlight(t *testing.T) {
+	// The backend holds the queries and answers them together.
+	bc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	go func() {
+		buf := make([]byte, 100)
+		var held [][]byte
+		var from netip.AddrPort
+		for len(held) < 3 {
+			n, f, err := bc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			from = f
+			held = append(held, append([]byte(nil), buf[:n]...))
+		}
+		for _, q := range held {
+			bc.WriteToUDPAddrPort(q, from)
+		}
+	}()
+	e := testEngine(t, Options{Loops: 1})
+	ln := udpProxy(t, e, testPool(t, 1, "wrr", bc.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) { c.UDPResponses = 1 })
+	c := udpClient(t)
+	for _, q := range []string{"q1", "q2", "q3"} {
+		c.WriteToUDPAddrPort([]byte(q), ln.Addr())
+	}
+	got := map[string]bool{}
+	buf := make([]byte, 100)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for i := 0; i < 3; i++ {
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("answer %d: %v (got %v)", i+1, err, got)
+		}
+		got[string(buf[:n])] = true
+	}
+	waitFor(t, "the flow closed after the last answer", func() bool { return ln.Active() == 0 })
+}
