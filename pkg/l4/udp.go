@@ -54,15 +54,15 @@ type UDPLoopStats struct {
 
 // flow is one UDP client of one listener, in one loop.
 type flow struct {
-	slot      int32
-	gen       uint32
-	live      bool
-	fd        int
-	ln        *Listener
-	cfg       *ListenerConfig
-	backend   *pool.Backend
-	client    netip.AddrPort
-	local     netip.Addr // where the client sent to: the source of replies
+	slot    int32
+	gen     uint32
+	live    bool
+	fd      int
+	ln      *Listener
+	cfg     *ListenerConfig
+	backend *pool.Backend
+	client  netip.AddrPort
+	local   netip.Addr // where the client sent to: the source of replies
 	// requests and replies count datagrams each way. With udp_responses
 	// N the flow ends once every request has had its N replies, so a
 	// client with several queries in flight on one port (as resolvers
