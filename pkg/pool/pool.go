@@ -115,6 +115,9 @@ type Backend struct {
 	connectFailures atomic.Int32
 	checksOK        atomic.Uint64
 	checksFailed    atomic.Uint64
+	// owner is the live pool this backend belongs to: passive verdicts
+	// from connections opened under an older config go to it.
+	owner atomic.Pointer[Pool]
 
 	stats []LoopStats
 }
@@ -179,6 +182,17 @@ type Pool struct {
 	byName   map[string]*Backend
 	checker  *healthcheck.Checker
 	closed   bool
+	// live is set once the pool is in use (Activate); before that it
+	// writes nothing into backends it may share with the pool it
+	// replaces, so a reload that fails changes nothing.
+	live bool
+	// health is this pool's own view, from its own checker: two pools
+	// sharing a backend during a reload each decide from theirs.
+	health map[*Backend]bool
+	// weight and maxConn are the configured values, written into the
+	// backends on Activate (an operator's weight takes precedence).
+	weight  map[*Backend]int
+	maxConn map[*Backend]int64
 	// pending names the new backends whose first probe has not reported
 	// yet; ready is closed when it empties.
 	pending map[string]bool
@@ -192,8 +206,9 @@ type Pool struct {
 // the pool this one replaces on a reload: a backend with the same name and
 // address is carried over whole (counters, health, operator state, and a
 // weight set by an operator), so that open connections stay counted
-// exactly and nothing flaps. The caller closes prev once the new pool is
-// in use.
+// exactly and nothing flaps. Such a pool changes nothing in the shared
+// backends until the caller calls Activate, at the reload's commit; the
+// caller then closes prev. A pool without prev is live at once.
 func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 	if opts.Loops < 1 {
 		opts.Loops = 1
@@ -202,7 +217,8 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pool{spec: spec, opts: opts, log: opts.Logger.With("pool", spec.Name), byName: map[string]*Backend{},
-		pending: map[string]bool{}, ready: make(chan struct{})}
+		pending: map[string]bool{}, ready: make(chan struct{}),
+		health: map[*Backend]bool{}, weight: map[*Backend]int{}, maxConn: map[*Backend]int64{}}
 	if prev != nil && len(prev.hist.loops) == opts.Loops {
 		p.hist = prev.hist
 	} else {
@@ -218,16 +234,19 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 		if prev != nil {
 			if old := prev.Backend(name); old != nil && old.Addr == bs.Address && len(old.stats) == opts.Loops {
 				b = old
-				carried[b] = healthcheck.State{Up: old.Healthy(), Known: true}
+				// The old checker's state, Known included: a backend
+				// still waiting for its first probe keeps waiting for
+				// one, rather than being taken for down.
+				carried[b] = prev.healthState(old)
 			}
 		}
 		if b == nil {
 			b = &Backend{Name: name, Addr: bs.Address, stats: make([]LoopStats, opts.Loops)}
-		}
-		b.MaxConn.Store(int64(bs.MaxConnections))
-		if !b.weightSet.Load() {
 			b.weight.Store(int32(bs.Weight))
+			b.MaxConn.Store(int64(bs.MaxConnections))
 		}
+		p.weight[b] = bs.Weight
+		p.maxConn[b] = int64(bs.MaxConnections)
 		p.backends = append(p.backends, b)
 		p.byName[name] = b
 	}
@@ -245,7 +264,10 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 	p.checker = healthcheck.New(spec.HealthCheck, p.onHealth, hopts...)
 	for _, b := range p.backends {
 		st := p.checker.Add(b.Name, b.Addr, carried[b])
-		b.healthy.Store(st.Up)
+		p.health[b] = st.Up
+		if _, shared := carried[b]; !shared {
+			b.healthy.Store(st.Up)
+		}
 		if !st.Known {
 			p.pending[b.Name] = true
 		}
@@ -257,7 +279,41 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 		p.checker.Close()
 		return nil, fmt.Errorf("pool %q: %w", spec.Name, err)
 	}
+	if prev == nil {
+		// Nothing is shared with another pool: live at once.
+		p.activateLocked()
+	}
 	return p, nil
+}
+
+// healthState is this pool's checker's view of b.
+func (p *Pool) healthState(b *Backend) healthcheck.State {
+	return p.checker.State(b.Name)
+}
+
+// Activate makes the pool the live one for its backends: the configured
+// weights and limits are written into them (a weight an operator set stays),
+// their health follows this pool's checker, and passive verdicts come here.
+// The server calls it at start and when a reload commits.
+func (p *Pool) Activate() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.activateLocked()
+}
+
+func (p *Pool) activateLocked() {
+	p.live = true
+	for _, b := range p.backends {
+		if !b.weightSet.Load() {
+			b.weight.Store(int32(p.weight[b]))
+		}
+		b.MaxConn.Store(p.maxConn[b])
+		b.healthy.Store(p.health[b])
+		b.owner.Store(p)
+	}
+	if err := p.rebuildLocked(); err != nil {
+		p.log.Error("rebuilding balancer", "err", err)
+	}
 }
 
 // Close stops the pool's health checks. Its backends may live on in the
@@ -373,10 +429,13 @@ func (p *Pool) onHealth(ev healthcheck.Event) {
 			close(p.ready)
 		}
 	}
-	if b.healthy.Load() == ev.Up {
+	if p.health[b] == ev.Up {
 		return
 	}
-	b.healthy.Store(ev.Up)
+	p.health[b] = ev.Up
+	if p.live {
+		b.healthy.Store(ev.Up)
+	}
 	if ev.Up {
 		b.connectFailures.Store(0)
 		p.log.Info("backend up", "backend", b.Name, "reason", ev.Reason)
@@ -407,7 +466,7 @@ func (p *Pool) onProbe(id string, ok bool) {
 func (p *Pool) rebuildLocked() error {
 	var eligible []*Backend
 	for _, b := range p.backends {
-		if b.Eligible() {
+		if p.health[b] && b.Admin() == Active {
 			eligible = append(eligible, b)
 		}
 	}
@@ -422,17 +481,30 @@ func (p *Pool) rebuildLocked() error {
 func (p *Pool) buildLocked(set []*Backend) (balancer.Balancer, error) {
 	bb := make([]balancer.Backend, len(set))
 	for i, b := range set {
-		bb[i] = balancer.Backend{Name: b.Name, Weight: b.Weight(), Active: &b.Active}
+		w := p.weight[b]
+		if b.weightSet.Load() {
+			w = b.Weight()
+		}
+		bb[i] = balancer.Backend{Name: b.Name, Weight: w, Active: &b.Active}
 	}
 	return balancer.New(p.spec.Algorithm, bb, balancer.Options{Loops: p.opts.Loops, TableSize: p.spec.MaglevTableSize})
 }
 
 // ConnectFailed records a failed connect to b seen by the data plane.
 // PassiveFailures of them in a row take b down at once.
+//
+// The verdict goes to the backend's live pool, which may be newer than p
+// when the connection was set up under an older config. Every failure from
+// the limit on renews it, so that a backend failing on does not rise in
+// the meantime.
 func (p *Pool) ConnectFailed(b *Backend) {
 	n := b.connectFailures.Add(1)
-	if lim := p.spec.PassiveFailures; lim > 0 && int(n) == lim {
-		p.checker.PassiveDown(b.Name, fmt.Sprintf("%d consecutive connect failures", n))
+	live := b.owner.Load()
+	if live == nil {
+		live = p
+	}
+	if lim := live.spec.PassiveFailures; lim > 0 && int(n) >= lim {
+		live.checker.PassiveDown(b.Name, fmt.Sprintf("%d consecutive connect failures", n))
 	}
 }
 

@@ -314,6 +314,12 @@ func TestReloadCarriesState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Until the reload commits, the shared backends keep their values:
+	// a reload that fails must change nothing.
+	if b := old.Backends()[1]; b.Weight() != 1 {
+		t.Fatalf("new pool changed a shared backend's weight before Activate: %d", b.Weight())
+	}
+	nw.Activate()
 	old.Close()
 	defer nw.Close()
 	got := nw.Backends()[0]
@@ -355,5 +361,40 @@ func TestConnectHistogram(t *testing.T) {
 	defer q.Close()
 	if c, _, _ := q.ConnectHistogram(); c != 3 {
 		t.Fatalf("after reload: %d", c)
+	}
+}
+
+// TestHealthPerPool: during a reload the old and new pools decide from
+// their own checkers; a change the old one sees does not blind the new one.
+func TestHealthPerPool(t *testing.T) {
+	sp := spec("wrr", 1)
+	oldPool, sc, clock := healthPool(t, sp, Options{})
+	<-oldPool.Ready()
+	a := oldPool.Backends()[0]
+	sc.set(a.Addr, errors.New("down"))
+	for i := 0; i < 3; i++ {
+		step(t, oldPool, clock)
+	}
+	eventually(t, "down", func() bool { return !a.Healthy() })
+
+	// The new pool starts from the old checker's verdict: down.
+	sp.HealthCheck = healthcheck.Config{Type: healthcheck.TypeTCP, Interval: time.Second, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 3}
+	nw, err := New(sp, Options{Health: []healthcheck.Option{healthcheck.WithClock(clock), healthcheck.WithProber(sc)}}, oldPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Close()
+	if len(nw.Snapshot().Backends) != 0 {
+		t.Fatal("new pool took a down backend")
+	}
+	// Both checkers see it recover; each pool's snapshot follows its own.
+	sc.set(a.Addr, nil)
+	clock.Advance(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond)
+	eventually(t, "new pool sees it up", func() bool { return len(nw.Snapshot().Backends) == 1 })
+	nw.Activate()
+	oldPool.Close()
+	if !a.Healthy() {
+		t.Fatal("live pool's view not published")
 	}
 }

@@ -109,12 +109,14 @@ func (s *Server) Backend(poolName, backend string) (admin.Backend, error) {
 
 // operate applies an operator action and records it in the state file.
 func (s *Server) operate(poolName, backend string, act func(*pool.Pool, *pool.Backend) error) error {
+	// Look up under reloadMu: a reload in progress would otherwise leave
+	// us acting on the pool it is replacing.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	p, b, err := s.find(poolName, backend)
 	if err != nil {
 		return err
 	}
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
 	if err := act(p, b); err != nil {
 		return err
 	}

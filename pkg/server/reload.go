@@ -147,6 +147,9 @@ func (s *Server) apply(cfg *config.Config) error {
 	}
 	s.cfg, s.pools, s.listeners = cfg, pools, next
 	s.logLevel.Set(cfg.Global.LogLevel)
+	for _, p := range pools {
+		p.Activate()
+	}
 	for _, p := range oldPools {
 		p.Close()
 	}

@@ -243,6 +243,9 @@ func (s *Server) Engine() *l4.Engine { return s.engine }
 // Shutdown stops accepting at once, lets open connections finish until ctx
 // is done, then closes the rest.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// No reload may run into a stopping engine.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	s.log.Info("shutting down", "active_connections", s.engine.Active())
 	s.mu.Lock()
 	s.stopSideServicesLocked()
