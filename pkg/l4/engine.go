@@ -417,13 +417,32 @@ func (e *Engine) eachLoop(fn func(l *loop)) {
 	wg.Wait()
 }
 
-// listenSocket opens a non-blocking SO_REUSEPORT listening socket.
+// listenSocket opens a non-blocking SO_REUSEPORT listening TCP socket.
 func listenSocket(bind netip.AddrPort) (int, netip.AddrPort, error) {
+	return bindSocket(bind, unix.SOCK_STREAM, func(fd, _ int) (string, error) {
+		// Accepted sockets inherit TCP_NODELAY from the listener.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return "setsockopt", err
+		}
+		return "", nil
+	}, func(fd int) (string, error) {
+		if err := unix.Listen(fd, 4096); err != nil {
+			return "listen", err
+		}
+		return "", nil
+	})
+}
+
+// bindSocket opens a non-blocking SO_REUSEPORT socket of sotype bound to
+// bind, with setup run before bind(2) and after run after it. It returns
+// the bound address, with the port the kernel chose when bind's is 0 (the
+// other loops then bind that one).
+func bindSocket(bind netip.AddrPort, sotype int, setup func(fd, family int) (string, error), after func(fd int) (string, error)) (int, netip.AddrPort, error) {
 	family := unix.AF_INET
 	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family, sotype|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, bind, os.NewSyscallError("socket", err)
 	}
@@ -431,15 +450,13 @@ func listenSocket(bind netip.AddrPort) (int, netip.AddrPort, error) {
 		unix.Close(fd)
 		return -1, bind, os.NewSyscallError(call, err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return fail("setsockopt", err)
+	for _, opt := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
+			return fail("setsockopt", err)
+		}
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		return fail("setsockopt", err)
-	}
-	// Accepted sockets inherit TCP_NODELAY from the listener.
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return fail("setsockopt", err)
+	if call, err := setup(fd, family); err != nil {
+		return fail(call, err)
 	}
 	sa := sockaddrFrom(bind)
 	if family == unix.AF_INET {
@@ -448,19 +465,18 @@ func listenSocket(bind netip.AddrPort) (int, netip.AddrPort, error) {
 	if err := rawBind(fd, &sa); err != nil {
 		return fail("bind", err)
 	}
-	if err := unix.Listen(fd, 4096); err != nil {
-		return fail("listen", err)
+	if after != nil {
+		if call, err := after(fd); err != nil {
+			return fail(call, err)
+		}
 	}
 	var got sockaddr
 	if err := rawGetsockname(fd, &got); err != nil {
 		return fail("getsockname", err)
 	}
-	ap := got.addrPort()
-	if family == unix.AF_INET6 {
-		// Keep the IPv6 form for the other loops' binds.
-		ap = netip.AddrPortFrom(bind.Addr(), ap.Port())
-	}
-	return fd, ap, nil
+	// Keep the configured address (its IPv6 form, too) for the other
+	// loops' binds; only the port comes from the kernel.
+	return fd, netip.AddrPortFrom(bind.Addr(), got.addrPort().Port()), nil
 }
 
 func rawBind(fd int, sa *sockaddr) error {

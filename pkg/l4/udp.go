@@ -3,7 +3,6 @@ package l4
 import (
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -125,50 +124,25 @@ func (l *loop) udpInit() {
 // listenUDP opens a non-blocking SO_REUSEPORT UDP socket that reports each
 // datagram's destination address.
 func listenUDP(bind netip.AddrPort) (int, netip.AddrPort, error) {
-	family := unix.AF_INET
-	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
-		family = unix.AF_INET6
-	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, bind, os.NewSyscallError("socket", err)
-	}
-	fail := func(call string, err error) (int, netip.AddrPort, error) {
-		unix.Close(fd)
-		return -1, bind, os.NewSyscallError(call, err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return fail("setsockopt", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		return fail("setsockopt", err)
-	}
-	// A burst of small datagrams overflows the default receive buffer
-	// (about 200 KiB) long before the loop falls behind on average: ask
-	// for more, forcing past rmem_max where the process may.
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpRcvBuf) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpRcvBuf)
-	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil && family == unix.AF_INET {
-		return fail("setsockopt", err)
-	}
-	if family == unix.AF_INET6 {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
-			return fail("setsockopt", err)
+	return bindSocket(bind, unix.SOCK_DGRAM, func(fd, family int) (string, error) {
+		// A burst of small datagrams overflows the default receive
+		// buffer (about 200 KiB) long before the loop falls behind on
+		// average: ask for more, forcing past rmem_max where the
+		// process may.
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpRcvBuf) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpRcvBuf)
 		}
-	}
-	sa := sockaddrFrom(bind)
-	if family == unix.AF_INET {
-		sa = sockaddrFrom(netip.AddrPortFrom(bind.Addr().Unmap(), bind.Port()))
-	}
-	if err := rawBind(fd, &sa); err != nil {
-		return fail("bind", err)
-	}
-	var got sockaddr
-	if err := rawGetsockname(fd, &got); err != nil {
-		return fail("getsockname", err)
-	}
-	return fd, netip.AddrPortFrom(bind.Addr(), got.addrPort().Port()), nil
+		// IP_PKTINFO also serves IPv4 clients of a dual-stack socket.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil && family == unix.AF_INET {
+			return "setsockopt", err
+		}
+		if family == unix.AF_INET6 {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+				return "setsockopt", err
+			}
+		}
+		return "", nil
+	}, nil)
 }
 
 // udpRecv reads client datagrams from ll in batches and forwards each to
