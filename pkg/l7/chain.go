@@ -1,0 +1,311 @@
+package l7
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/lbd-lb/lbd/pkg/l7/auth"
+	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
+)
+
+// exchange is one request on its way through the chain.
+type exchange struct {
+	ctx    *fasthttp.RequestCtx
+	st     *state
+	route  *liveRoute // set by routeStage
+	claims *auth.Claims
+	peer   netip.AddrPort
+	now    time.Time
+}
+
+// handler is one stage of the chain. A stage either answers the request
+// itself or passes it on to the next stage.
+type handler interface {
+	serve(x *exchange)
+}
+
+// newChain builds the chain in its one fixed order.
+func newChain(s *Server) handler {
+	return framingStage{next: routeStage{next: authStage{next: limitStage{next: &proxyStage{s: s}}}}}
+}
+
+// serveHTTP is fasthttp's handler: it runs the chain under the current state
+// and records the answer.
+func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
+	st := s.state.Load()
+	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx), now: st.now()}
+	start := time.Now()
+	st.chain.serve(&x)
+	if x.route != nil {
+		x.route.stats.observe(ctx.Response.StatusCode(), time.Since(start))
+	}
+}
+
+func peerOf(ctx *fasthttp.RequestCtx) netip.AddrPort {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// framingStage refuses requests whose framing another parser could read
+// differently, and Upgrades, before anything else looks at them. fasthttp
+// forwards Content-Length together with Transfer-Encoding, and obs-fold
+// lines, so the raw header block is checked here. Every refusal closes the
+// connection, so bytes the client sent after the request are never read as
+// another request.
+type framingStage struct{ next handler }
+
+func (f framingStage) serve(x *exchange) {
+	h := &x.ctx.Request.Header
+	if reason := badFraming(h.RawHeaders()); reason != "" {
+		x.st.reject(x, reasonFraming)
+		x.ctx.Error("bad request: "+reason, fasthttp.StatusBadRequest)
+		x.ctx.SetConnectionClose()
+		return
+	}
+	if up := h.Peek("Upgrade"); len(up) > 0 {
+		x.ctx.SetConnectionClose()
+		if hasToken(up, "h2c") {
+			x.st.reject(x, reasonUpgrade)
+			x.ctx.Error("h2c upgrade refused", fasthttp.StatusBadRequest)
+			return
+		}
+		x.st.reject(x, reasonUpgrade)
+		x.ctx.Error("upgrade not supported", fasthttp.StatusNotImplemented)
+		return
+	}
+	f.next.serve(x)
+}
+
+// badFraming checks the raw header block (the bytes after the request line,
+// up to and including the empty line) and returns why it is refused, or "".
+// It refuses obs-fold lines, bare LF line ends, Content-Length together with
+// Transfer-Encoding, more than one Content-Length or Transfer-Encoding line,
+// and a Transfer-Encoding other than exactly "chunked".
+func badFraming(raw []byte) string {
+	var cl, te int
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			return "unterminated header line"
+		}
+		if i == 0 || raw[i-1] != '\r' {
+			return "bare LF"
+		}
+		line := raw[:i-1]
+		raw = raw[i+1:]
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return "obs-fold"
+		}
+		if bytes.IndexByte(line, '\r') >= 0 {
+			return "bare CR"
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			return "malformed header line"
+		}
+		name := line[:colon]
+		value := bytes.Trim(line[colon+1:], " \t")
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			cl++
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			te++
+			if !asciiEqualFold(value, "chunked") {
+				return "unsupported transfer-encoding"
+			}
+		}
+	}
+	switch {
+	case cl > 0 && te > 0:
+		return "content-length with transfer-encoding"
+	case cl > 1:
+		return "duplicate content-length"
+	case te > 1:
+		return "duplicate transfer-encoding"
+	}
+	return ""
+}
+
+// routeStage picks the route: 404 when none matches.
+type routeStage struct{ next handler }
+
+func (r routeStage) serve(x *exchange) {
+	h := &x.ctx.Request.Header
+	// Path() is the normalised path, and having parsed the URI makes
+	// fasthttp forward that same normalised path: the backend acts on
+	// exactly the path that was routed.
+	i := x.st.table.Match(h.Host(), x.ctx.Path(), h.PeekBytes)
+	if i < 0 {
+		x.st.reject(x, reasonNoRoute)
+		x.ctx.Error("no route", fasthttp.StatusNotFound)
+		return
+	}
+	x.route = &x.st.routes[i]
+	r.next.serve(x)
+}
+
+// authStage verifies the bearer token of routes with an auth block: 401 with
+// auth.Challenge on any failure. The forward_claims headers are always
+// stripped from the client's request first, then set from the claims.
+type authStage struct{ next handler }
+
+func (a authStage) serve(x *exchange) {
+	v := x.route.Auth
+	if v == nil {
+		a.next.serve(x)
+		return
+	}
+	h := &x.ctx.Request.Header
+	fwd := v.ForwardHeaders()
+	for _, f := range fwd {
+		h.Del(f.Header)
+	}
+	claims, err := v.Verify(string(h.Peek("Authorization")), x.now)
+	if err != nil {
+		x.st.reject(x, reasonAuth)
+		x.ctx.Response.Header.Set("WWW-Authenticate", auth.Challenge)
+		x.ctx.Error("unauthorized", fasthttp.StatusUnauthorized)
+		return
+	}
+	x.claims = claims
+	for _, f := range fwd {
+		if val, ok := claims.String(f.Claim); ok {
+			h.Set(f.Header, val)
+		}
+	}
+	a.next.serve(x)
+}
+
+// limitStage applies the route's rate limit: 429 with Retry-After.
+//
+// Keys live in separate spaces by prefix, so a header value can never
+// collide with a client address. A header or claim key that the request
+// does not carry (or, for a claim, a route without auth) uses the client
+// IP instead: leaving the header out must not escape the limit.
+type limitStage struct{ next handler }
+
+func (l limitStage) serve(x *exchange) {
+	lim := x.route.Limit
+	if lim == nil {
+		l.next.serve(x)
+		return
+	}
+	ok, after := lim.Allow(limitKey(x), x.now)
+	if !ok {
+		x.st.reject(x, reasonRateLimit)
+		secs := int64((after + time.Second - 1) / time.Second)
+		if secs < 1 {
+			secs = 1
+		}
+		x.ctx.Response.Header.Set("Retry-After", strconv.FormatInt(secs, 10))
+		x.ctx.Error("too many requests", fasthttp.StatusTooManyRequests)
+		return
+	}
+	l.next.serve(x)
+}
+
+func limitKey(x *exchange) string {
+	k := x.route.LimitKey
+	switch k.Kind {
+	case ratelimit.KeyRoute:
+		return "r"
+	case ratelimit.KeyHeader:
+		if v := x.ctx.Request.Header.Peek(k.Name); len(v) > 0 {
+			return "h:" + string(v)
+		}
+	case ratelimit.KeyClaim:
+		if x.claims != nil {
+			if v, ok := x.claims.String(k.Name); ok {
+				return "c:" + v
+			}
+		}
+	}
+	return "ip:" + x.st.clientIP(x).String()
+}
+
+// clientIP is the client's address after trusted_proxies: the peer, or, when
+// the peer is trusted, the rightmost X-Forwarded-For address that is not.
+func (st *state) clientIP(x *exchange) netip.Addr {
+	ip := x.peer.Addr()
+	if !st.isTrusted(ip) {
+		return ip
+	}
+	var vals [][]byte
+	for k, v := range x.ctx.Request.Header.All() {
+		if asciiEqualFold(k, "X-Forwarded-For") {
+			vals = append(vals, v)
+		}
+	}
+	for i := len(vals) - 1; i >= 0; i-- {
+		parts := bytes.Split(vals[i], []byte(","))
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(string(bytes.TrimSpace(parts[j])))
+			if err != nil {
+				return ip
+			}
+			a = a.Unmap()
+			ip = a
+			if !st.isTrusted(a) {
+				return a
+			}
+		}
+	}
+	return ip
+}
+
+func (st *state) isTrusted(a netip.Addr) bool {
+	for _, p := range st.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold compares b and s ignoring ASCII case.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// hasToken reports whether the comma-separated list v holds tok, ignoring
+// case and spaces.
+func hasToken(v []byte, tok string) bool {
+	for len(v) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			part, v = v[:i], v[i+1:]
+		} else {
+			part, v = v, nil
+		}
+		if asciiEqualFold(bytes.TrimSpace(part), tok) {
+			return true
+		}
+	}
+	return false
+}

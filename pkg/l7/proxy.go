@@ -1,0 +1,293 @@
+package l7
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// Backend connection pool sizing. One HostClient per backend keeps up to
+// MaxConnsPerBackend keep-alive connections; a request that finds them all
+// busy waits up to the connect timeout for one before it fails with 502.
+const (
+	MaxConnsPerBackend  = 1024
+	MaxIdleConnDuration = 30 * time.Second
+)
+
+// pickers are the Slots picker slots (see Slots).
+type pickers struct {
+	next  atomic.Uint32
+	slots [Slots]sync.Mutex
+}
+
+// acquire returns a locked slot: the first free one from a rotating start,
+// or, when every slot is busy, the start slot once it frees up.
+func (p *pickers) acquire() int {
+	start := int(p.next.Add(1) % Slots)
+	for i := 0; i < Slots; i++ {
+		j := (start + i) % Slots
+		if p.slots[j].TryLock() {
+			return j
+		}
+	}
+	p.slots[start].Lock()
+	return start
+}
+
+func (p *pickers) release(i int) { p.slots[i].Unlock() }
+
+// dialError marks a failure to connect, the one failure that may be retried
+// on another backend whatever happened to the request, since it never left.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connect: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// client returns the keep-alive pool of b, creating it on first use.
+func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
+	if c, ok := s.clients.Load(b); ok {
+		return c.(*fasthttp.HostClient)
+	}
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	if c, ok := s.clients.Load(b); ok {
+		return c.(*fasthttp.HostClient)
+	}
+	cfg := st.cfg
+	d := net.Dialer{Timeout: cfg.ConnectTimeout}
+	c := &fasthttp.HostClient{
+		Addr: b.Addr.String(),
+		Dial: func(addr string) (net.Conn, error) {
+			conn, err := d.Dial("tcp", addr)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return conn, nil
+		},
+		MaxConns:                      MaxConnsPerBackend,
+		MaxIdleConnDuration:           MaxIdleConnDuration,
+		MaxConnWaitTimeout:            cfg.ConnectTimeout,
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		MaxResponseBodySize:           0,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		// A keep-alive connection the backend closed while idle fails
+		// before any response byte; fasthttp retries that once on a new
+		// connection, for idempotent requests only. Everything else is
+		// decided by proxyStage.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+			var de *dialError
+			if errors.As(err, &de) {
+				return false, false
+			}
+			return false, idempotent(req.Header.Method()) && errors.Is(err, fasthttp.ErrConnectionClosed)
+		},
+	}
+	s.clients.Store(b, c)
+	return c
+}
+
+// pruneClients drops the pools of backends no route of st leads to.
+func (s *Server) pruneClients(st *state) {
+	live := map[*pool.Backend]bool{}
+	for _, r := range st.routes {
+		for _, b := range r.Pool.Backends() {
+			live[b] = true
+		}
+	}
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	s.clients.Range(func(k, v any) bool {
+		if !live[k.(*pool.Backend)] {
+			s.clients.Delete(k)
+			v.(*fasthttp.HostClient).CloseIdleConnections()
+		}
+		return true
+	})
+}
+
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":
+		return true
+	}
+	return false
+}
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 section 7.6.1, plus the
+// legacy ones, removed in both directions.
+var hopHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
+	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
+}
+
+// proxyStage forwards the request to a backend of the route's pool.
+type proxyStage struct{ s *Server }
+
+func (p *proxyStage) serve(x *exchange) {
+	ctx := x.ctx
+	req := &ctx.Request
+	resp := &ctx.Response
+	r := x.route
+	p.prepareRequest(x)
+
+	snap := r.Pool.Snapshot()
+	if len(snap.Backends) == 0 {
+		r.stats.noBackend.Add(1)
+		ctx.Error("no backend available", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
+	attempts := 1
+	if idempotent(req.Header.Method()) {
+		attempts += x.st.cfg.Retries
+	}
+	var tried balancer.Tried
+	for attempt := 0; attempt < attempts && tried.Len() < balancer.MaxTried; attempt++ {
+		slot := p.s.slots.acquire()
+		i := snap.Balancer.Pick(key, slot, &tried)
+		p.s.slots.release(slot)
+		if i < 0 {
+			break
+		}
+		tried.Add(i)
+		b := snap.Backends[i]
+		hc := p.s.client(b, x.st)
+		stats := b.Stats(slot)
+
+		b.Active.Add(1)
+		resp.Reset()
+		err := hc.Do(req, resp)
+		b.Active.Add(-1)
+
+		var de *dialError
+		if errors.As(err, &de) {
+			stats.ConnectErrors.Add(1)
+			r.Pool.ConnectFailed(b)
+			continue
+		}
+		stats.Connections.Add(1)
+		stats.BytesToBackend.Add(uint64(req.Header.Len() + len(req.Header.RequestURI()) + len(req.Body())))
+		if err != nil {
+			r.stats.backendErrors.Add(1)
+			p.s.log.Debug("backend request failed", "listener", x.st.cfg.Name, "backend", b.Name, "err", err)
+			resp.Reset()
+			ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+			return
+		}
+		r.Pool.ConnectSucceeded(b)
+		stats.BytesToClient.Add(uint64(resp.Header.Len() + len(resp.Body())))
+		stripHop(&resp.Header)
+		// The backend's Connection: close concerns its own connection, not
+		// the client's.
+		resp.Header.ResetConnectionClose()
+		return
+	}
+	r.stats.backendErrors.Add(1)
+	resp.Reset()
+	ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+}
+
+// prepareRequest strips hop-by-hop headers and sets X-Forwarded-*.
+func (p *proxyStage) prepareRequest(x *exchange) {
+	h := &x.ctx.Request.Header
+	stripHop(h)
+	// The client's Connection: close is for the client's connection; the
+	// server has already noted it.
+	h.ResetConnectionClose()
+
+	trusted := x.st.isTrusted(x.peer.Addr())
+	peer := x.peer.Addr().String()
+	if trusted {
+		var chain []byte
+		for _, v := range h.PeekAll("X-Forwarded-For") {
+			if len(chain) > 0 {
+				chain = append(chain, ", "...)
+			}
+			chain = append(chain, v...)
+		}
+		if len(chain) > 0 {
+			chain = append(chain, ", "...)
+		}
+		chain = append(chain, peer...)
+		h.Del("X-Forwarded-For")
+		h.SetBytesV("X-Forwarded-For", chain)
+	} else {
+		h.Del("X-Forwarded-For")
+		h.Del("X-Forwarded-Proto")
+		h.Del("X-Forwarded-Host")
+		h.Del("Forwarded")
+		h.Set("X-Forwarded-For", peer)
+	}
+	if len(h.Peek("X-Forwarded-Proto")) == 0 {
+		if x.ctx.IsTLS() {
+			h.Set("X-Forwarded-Proto", "https")
+		} else {
+			h.Set("X-Forwarded-Proto", "http")
+		}
+	}
+	if len(h.Peek("X-Forwarded-Host")) == 0 && len(h.Host()) > 0 {
+		h.SetBytesV("X-Forwarded-Host", h.Host())
+	}
+}
+
+// headerMap is what stripHop needs of a request or response header.
+type headerMap interface {
+	PeekAll(key string) [][]byte
+	Del(key string)
+}
+
+// stripHop removes the hop-by-hop headers and every header named in
+// Connection.
+func stripHop(h headerMap) {
+	var named []string
+	for _, v := range h.PeekAll("Connection") {
+		for len(v) > 0 {
+			var part []byte
+			if i := indexByte(v, ','); i >= 0 {
+				part, v = v[:i], v[i+1:]
+			} else {
+				part, v = v, nil
+			}
+			part = trimSpace(part)
+			if len(part) > 0 {
+				named = append(named, string(part))
+			}
+		}
+	}
+	for _, n := range named {
+		h.Del(n)
+	}
+	for _, n := range hopHeaders {
+		h.Del(n)
+	}
+}
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,283 @@
+// Package l7 is the HTTP layer-7 proxy of lbd: an HTTP/1.1 server on
+// github.com/valyala/fasthttp (chosen by measurement, see FIELD-NOTES.md)
+// that routes each request (pkg/l7/route), verifies its bearer token
+// (pkg/l7/auth), applies the route's rate limit (pkg/l7/ratelimit) and
+// forwards it to a backend picked through the route's pool (pkg/pool).
+//
+// Every request goes through one fixed chain, built in one place (newChain):
+//
+//	framing → route → auth → rate limit → proxy
+//
+// The framing guard is not a routing decision: it refuses requests whose
+// framing two HTTP parsers could read differently (request smuggling) before
+// any other stage looks at them, and closes the connection.
+//
+// WebSocket and other Upgrades are not supported yet: a request asking for
+// one gets 501 (h2c gets 400), rather than being half-proxied. Responses are
+// buffered whole before they are sent, so SSE streams are not flushed
+// promptly either.
+package l7
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/lbd-lb/lbd/pkg/l7/auth"
+	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
+	"github.com/lbd-lb/lbd/pkg/l7/route"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// Slots is the number of picker slots of a Server, and the number of loops
+// (pool.Options.Loops) that every pool handed to l7 must be built with.
+//
+// balancer.Pick and pool.Backend.Stats take a loop index that selects
+// per-loop state which is not safe for concurrent use, while fasthttp runs
+// handlers on any number of goroutines. A Server therefore keeps Slots
+// mutex-guarded slots; a pick takes a free one with TryLock (waiting on one
+// only when all are busy) and uses its index as the loop.
+const Slots = 8
+
+// Defaults for the zero values of Config.
+const (
+	DefaultReadTimeout    = 30 * time.Second
+	DefaultWriteTimeout   = 30 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultMaxHeaderBytes = 8 << 10
+	DefaultMaxBodyBytes   = 4 << 20
+	DefaultConnectTimeout = 2 * time.Second
+)
+
+// Errors returned, wrapped, by New and Update.
+var (
+	ErrConfig = errors.New("l7: bad config")
+)
+
+// Route is one [[listener.route]]: what it matches and where it leads.
+type Route struct {
+	Name string
+	Spec route.Spec
+	// Pool receives the route's requests. It must be built with
+	// pool.Options{Loops: Slots}.
+	Pool *pool.Pool
+	// Auth verifies bearer tokens; nil means no authentication.
+	Auth *auth.Verifier
+	// Limit is the route's rate limit; nil means none.
+	Limit *ratelimit.Limiter
+	// LimitKey names the bucket of a request. A header or claim key that
+	// the request lacks falls back to the client IP (in a separate key
+	// space), so leaving the header out never escapes the limit.
+	LimitKey ratelimit.KeySource
+}
+
+// Config is an http listener's runtime configuration.
+type Config struct {
+	Name   string
+	Routes []Route
+	// TrustedProxies are the peers whose X-Forwarded-* headers are kept
+	// (and extended) rather than replaced.
+	TrustedProxies []netip.Prefix
+	// ReadTimeout bounds reading a whole request, header included, and
+	// a backend's response; default DefaultReadTimeout. WriteTimeout bounds
+	// writing a response or a request to a backend; default
+	// DefaultWriteTimeout. IdleTimeout bounds the wait for the next request
+	// on a keep-alive connection; default DefaultIdleTimeout.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and header (431 beyond it);
+	// default DefaultMaxHeaderBytes. MaxBodyBytes bounds the request body
+	// (413 beyond it); default DefaultMaxBodyBytes.
+	MaxHeaderBytes, MaxBodyBytes int
+	// ConnectTimeout bounds a connect to a backend; default
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// Retries is how many other backends an idempotent request may try
+	// after a connect failure. Default 0.
+	Retries int
+	// Now is the clock for rate limits and auth; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is an http listener. It is safe for concurrent use.
+type Server struct {
+	log   *slog.Logger
+	srv   *fasthttp.Server
+	state atomic.Pointer[state]
+	stats *listenerStats
+	slots pickers
+
+	clientsMu sync.Mutex
+	clients   sync.Map // *pool.Backend → *fasthttp.HostClient
+}
+
+// state is everything a reload replaces at once.
+type state struct {
+	cfg     Config
+	table   *route.Table
+	routes  []liveRoute
+	trusted []netip.Prefix
+	now     func() time.Time
+	chain   handler
+	owner   *listenerStats
+}
+
+// liveRoute is a Route with its counters.
+type liveRoute struct {
+	Route
+	stats *routeStats
+}
+
+// New validates cfg, compiles its routes and returns a Server ready to Serve.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{log: log, stats: newListenerStats()}
+	st, err := s.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	c := st.cfg
+	s.srv = &fasthttp.Server{
+		Handler:                       s.serveHTTP,
+		ErrorHandler:                  s.parseError,
+		Name:                          "",
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		NoDefaultDate:                 true,
+		ReadBufferSize:                c.MaxHeaderBytes,
+		MaxRequestBodySize:            c.MaxBodyBytes,
+		ReadTimeout:                   c.ReadTimeout,
+		WriteTimeout:                  c.WriteTimeout,
+		IdleTimeout:                   c.IdleTimeout,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+		Logger:                        fasthttpLogger{log},
+	}
+	return s, nil
+}
+
+// build turns cfg into a state, reusing the counters of routes that keep
+// their name.
+func (s *Server) build(cfg Config) (*state, error) {
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.Retries < 0 {
+		return nil, fmt.Errorf("%w: listener %q: negative retries", ErrConfig, cfg.Name)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	specs := make([]route.Spec, len(cfg.Routes))
+	routes := make([]liveRoute, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		if r.Pool == nil {
+			return nil, fmt.Errorf("%w: listener %q: route %q has no pool", ErrConfig, cfg.Name, r.Name)
+		}
+		if r.Limit != nil && r.LimitKey.Kind == 0 {
+			return nil, fmt.Errorf("%w: listener %q: route %q has a rate limit without a key", ErrConfig, cfg.Name, r.Name)
+		}
+		specs[i] = r.Spec
+		if specs[i].Name == "" {
+			specs[i].Name = r.Name
+		}
+		routes[i] = liveRoute{Route: r, stats: s.stats.route(r.Name)}
+	}
+	table, err := route.Compile(specs)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
+	}
+	st := &state{cfg: cfg, table: table, routes: routes, trusted: cfg.TrustedProxies, now: cfg.Now, owner: s.stats}
+	st.chain = newChain(s)
+	return st, nil
+}
+
+// Update swaps in a new configuration atomically: requests already past
+// routing finish under the old one, new requests see the new one. Timeouts
+// and size limits of the listening socket keep their first values.
+func (s *Server) Update(cfg Config) error {
+	st, err := s.build(cfg)
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	s.pruneClients(st)
+	return nil
+}
+
+// Serve accepts connections on ln until Shutdown; it returns nil after a
+// Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// and closes the backend connection pools.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.ShutdownWithContext(ctx)
+	s.clients.Range(func(k, v any) bool {
+		v.(*fasthttp.HostClient).CloseIdleConnections()
+		return true
+	})
+	return err
+}
+
+// parseError answers requests fasthttp could not parse. The connection is
+// closed after the answer in every case.
+func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		s.stats.reject(reasonHeaderTooLarge)
+		ctx.Error("request header too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.stats.reject(reasonBodyTooLarge)
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		s.stats.reject(reasonTimeout)
+		ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+	default:
+		s.stats.reject(reasonBadRequest)
+		ctx.Error("bad request", fasthttp.StatusBadRequest)
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog at debug level: they
+// are about client misbehaviour and must not flood the log.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...))
+}
