@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/server"
@@ -23,25 +24,9 @@ import (
 func liveLBD(t *testing.T) (sock, front, file string, backends []string) {
 	t.Helper()
 	for i := 0; i < 3; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() { io.Copy(c, c); c.Close() }()
-			}
-		}()
-		backends = append(backends, l.Addr().String())
+		backends = append(backends, nettest.EchoTCP(t))
 	}
-	fl, _ := net.Listen("tcp", "127.0.0.1:0")
-	front = fl.Addr().String()
-	fl.Close()
+	front = nettest.FreePort(t)
 	dir := t.TempDir()
 	sock = filepath.Join(dir, "run", "admin.sock")
 	file = filepath.Join(dir, "lbd.toml")

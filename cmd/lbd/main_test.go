@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 var builtBinary string
@@ -41,15 +43,6 @@ func writeFile(t *testing.T, name, text string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func TestCommands(t *testing.T) {
@@ -90,7 +83,7 @@ func TestCommands(t *testing.T) {
 // startRun runs `lbd run` on a config with one listener in front of
 // backend, and waits until it accepts.
 func startRun(t *testing.T, bin, backend, shutdown string) (*exec.Cmd, string) {
-	bind := freePort(t)
+	bind := nettest.FreePort(t)
 	cfg := fmt.Sprintf(`
 [global]
 workers = 2
@@ -127,24 +120,6 @@ algorithm = "wrr"
 	return cmd, bind
 }
 
-func echoBackend(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return l.Addr().String()
-}
-
 func exitCode(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, time.Duration) {
 	start := time.Now()
 	done := make(chan error, 1)
@@ -166,7 +141,7 @@ func exitCode(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, time.Dura
 // connection goes on until it ends, then lbd exits 0.
 func TestGracefulShutdown(t *testing.T) {
 	bin := lbdBinary(t)
-	cmd, bind := startRun(t, bin, echoBackend(t), "30s")
+	cmd, bind := startRun(t, bin, nettest.EchoTCP(t), "30s")
 	c, err := net.Dial("tcp", bind)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +181,7 @@ func TestGracefulShutdown(t *testing.T) {
 // lets it finish within shutdown_timeout, byte for byte.
 func TestShutdownDuringTransfer(t *testing.T) {
 	bin := lbdBinary(t)
-	cmd, bind := startRun(t, bin, echoBackend(t), "30s")
+	cmd, bind := startRun(t, bin, nettest.EchoTCP(t), "30s")
 	c, err := net.Dial("tcp", bind)
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +219,7 @@ func TestShutdownDuringTransfer(t *testing.T) {
 // closed and lbd exits 0.
 func TestShutdownTimeout(t *testing.T) {
 	bin := lbdBinary(t)
-	cmd, bind := startRun(t, bin, echoBackend(t), "300ms")
+	cmd, bind := startRun(t, bin, nettest.EchoTCP(t), "300ms")
 	c, err := net.Dial("tcp", bind)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +241,7 @@ func TestShutdownTimeout(t *testing.T) {
 // TestSecondSignal: a second SIGTERM exits at once.
 func TestSecondSignal(t *testing.T) {
 	bin := lbdBinary(t)
-	cmd, bind := startRun(t, bin, echoBackend(t), "1m")
+	cmd, bind := startRun(t, bin, nettest.EchoTCP(t), "1m")
 	c, err := net.Dial("tcp", bind)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/config"
 )
 
@@ -27,7 +28,7 @@ func TestNotify(t *testing.T) {
 	defer ns.Close()
 	t.Setenv("NOTIFY_SOCKET", sockPath)
 
-	front := freePort(t)
+	front := nettest.FreePort(t)
 	file := filepath.Join(dir, "lbd.toml")
 	text := fmt.Sprintf(`
 [global]
@@ -44,7 +45,7 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), front, echoBackend(t))
+`, filepath.Join(dir, "admin.sock"), front, nettest.EchoTCP(t))
 	os.WriteFile(file, []byte(text), 0o644)
 	cfg, err := config.Load(file)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 )
@@ -81,9 +82,9 @@ func openFDs(t *testing.T) (others, pipes int) {
 func TestReloadUnderLoad(t *testing.T) {
 	var backends []string
 	for i := 0; i < 3; i++ {
-		backends = append(backends, echoBackend(t))
+		backends = append(backends, nettest.EchoTCP(t))
 	}
-	front, extra := freePort(t), freePort(t)
+	front, extra := nettest.FreePort(t), nettest.FreePort(t)
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	base := func(poolBackends []string, withExtra bool, algorithm string) string {
 		var b strings.Builder
@@ -302,7 +303,7 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), stateFile, freePort(t), echoBackend(t), echoBackend(t), echoBackend(t))
+`, filepath.Join(dir, "admin.sock"), stateFile, nettest.FreePort(t), nettest.EchoTCP(t), nettest.EchoTCP(t), nettest.EchoTCP(t))
 	first := newReloadFixture(t, text)
 	if err := first.s.Drain("p", "a"); err != nil {
 		t.Fatal(err)
@@ -337,40 +338,12 @@ algorithm = "wrr"
 	}
 }
 
-func udpEcho(t *testing.T, prefix string) string {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(append([]byte(prefix), buf[:n]...), from)
-		}
-	}()
-	return c.LocalAddr().String()
-}
-
-func freeUDPPort(t *testing.T) string {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
 // TestUDPListenerReloadAndMetrics: a udp listener from the config serves,
 // keeps its socket and open flow across a reload that changes its pool,
 // and shows in the lbd_udp_* metrics.
 func TestUDPListenerReloadAndMetrics(t *testing.T) {
-	a, b := udpEcho(t, "a:"), udpEcho(t, "b:")
-	dns, metricsAddr := freeUDPPort(t), freePort(t)
+	a, b := nettest.EchoUDP(t, "a:"), nettest.EchoUDP(t, "b:")
+	dns, metricsAddr := nettest.FreeUDPPort(t), nettest.FreePort(t)
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	conf := func(backend string) string {
 		return fmt.Sprintf(`[global]

@@ -15,35 +15,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/config"
 )
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func echoBackend(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return l.Addr().String()
-}
 
 func scrape(t *testing.T, addr string) string {
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -58,8 +32,8 @@ func scrape(t *testing.T, addr string) string {
 // TestServerMetrics runs a server from a config and checks that traffic
 // and rejections show in /metrics under SPEC.md's names.
 func TestServerMetrics(t *testing.T) {
-	backend := echoBackend(t)
-	front, strict, metricsAddr := freePort(t), freePort(t), freePort(t)
+	backend := nettest.EchoTCP(t)
+	front, strict, metricsAddr := nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)
 	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf(`
 [global]
 workers = 2

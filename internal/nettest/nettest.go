@@ -1,0 +1,75 @@
+// Package nettest holds the loopback fixtures that the tests of several
+// packages share: free ports and echo backends. Only tests import it.
+package nettest
+
+import (
+	"io"
+	"net"
+	"testing"
+)
+
+// FreePort returns a 127.0.0.1 TCP address that was free a moment ago, for
+// configs that must name a port before anything binds it.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// FreeUDPPort is FreePort for UDP.
+func FreeUDPPort(t testing.TB) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+// EchoTCP runs a TCP echo server on 127.0.0.1 until the test ends and
+// returns its address.
+func EchoTCP(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// EchoUDP runs a UDP server on 127.0.0.1 that answers every datagram with
+// prefix followed by the datagram, until the test ends.
+func EchoUDP(t testing.TB, prefix string) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(append([]byte(prefix), buf[:n]...), from)
+		}
+	}()
+	return c.LocalAddr().String()
+}
