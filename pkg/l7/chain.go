@@ -71,14 +71,15 @@ func (f framingStage) serve(x *exchange) {
 		return
 	}
 	if up := h.Peek("Upgrade"); len(up) > 0 {
-		x.ctx.SetConnectionClose()
-		if hasToken(up, "h2c") {
-			x.st.reject(x, reasonUpgrade)
-			x.ctx.Error("h2c upgrade refused", fasthttp.StatusBadRequest)
-			return
-		}
+		// h2c would tunnel a whole HTTP/2 connection past routing; other
+		// upgrades are not supported (yet) rather than half-proxied.
 		x.st.reject(x, reasonUpgrade)
-		x.ctx.Error("upgrade not supported", fasthttp.StatusNotImplemented)
+		if hasToken(up, "h2c") {
+			x.ctx.Error("h2c upgrade refused", fasthttp.StatusBadRequest)
+		} else {
+			x.ctx.Error("upgrade not supported", fasthttp.StatusNotImplemented)
+		}
+		x.ctx.SetConnectionClose()
 		return
 	}
 	f.next.serve(x)
@@ -174,8 +175,8 @@ func (a authStage) serve(x *exchange) {
 	claims, err := v.Verify(string(h.Peek("Authorization")), x.now)
 	if err != nil {
 		x.st.reject(x, reasonAuth)
+		x.ctx.Error("unauthorized", fasthttp.StatusUnauthorized) // resets the headers
 		x.ctx.Response.Header.Set("WWW-Authenticate", auth.Challenge)
-		x.ctx.Error("unauthorized", fasthttp.StatusUnauthorized)
 		return
 	}
 	x.claims = claims
@@ -208,8 +209,8 @@ func (l limitStage) serve(x *exchange) {
 		if secs < 1 {
 			secs = 1
 		}
+		x.ctx.Error("too many requests", fasthttp.StatusTooManyRequests) // resets the headers
 		x.ctx.Response.Header.Set("Retry-After", strconv.FormatInt(secs, 10))
-		x.ctx.Error("too many requests", fasthttp.StatusTooManyRequests)
 		return
 	}
 	l.next.serve(x)

@@ -1,0 +1,184 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/pkg/l7/route"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// testBackend is a net/http server on loopback that counts the requests and
+// connections it sees and answers with the handler given.
+type testBackend struct {
+	*httptest.Server
+	addr     netip.AddrPort
+	requests atomic.Int64
+	conns    atomic.Int64
+}
+
+func newBackend(t testing.TB, h http.HandlerFunc) *testBackend {
+	t.Helper()
+	b := &testBackend{}
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.requests.Add(1)
+		h(w, r)
+	}))
+	b.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			b.conns.Add(1)
+		}
+	}
+	b.Start()
+	t.Cleanup(b.Close)
+	b.addr = b.Listener.Addr().(*net.TCPAddr).AddrPort()
+	return b
+}
+
+// echoHandler answers 200 with the method, URI, and body, and copies every
+// request header into the response as "X-Got-<name>".
+func echoHandler(w http.ResponseWriter, r *http.Request) {
+	echoHeaders(w, r)
+	echoBody(w, r)
+}
+
+func echoHeaders(w http.ResponseWriter, r *http.Request) {
+	for k, v := range r.Header {
+		for _, vv := range v {
+			w.Header().Add("X-Got-"+k, vv)
+		}
+	}
+	w.Header().Set("X-Got-Host", r.Host)
+}
+
+func echoBody(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	fmt.Fprintf(w, "%s %s\n", r.Method, r.RequestURI)
+	w.Write(body)
+}
+
+func testPool(t testing.TB, algorithm string, addrs ...netip.AddrPort) *pool.Pool {
+	t.Helper()
+	spec := pool.Spec{Name: "p", Algorithm: algorithm, Hash: "source_ip", MaglevTableSize: 65537,
+		PassiveFailures: 1000, HealthCheck: healthcheck.Config{Type: healthcheck.TypeNone}}
+	for i, a := range addrs {
+		spec.Backends = append(spec.Backends, pool.BackendSpec{Name: fmt.Sprintf("b%d", i), Address: a, Weight: 100})
+	}
+	p, err := pool.New(spec, pool.Options{Loops: Slots}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t testing.TB) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().(*net.TCPAddr).AddrPort()
+	ln.Close()
+	return a
+}
+
+// simpleRoutes is one catch-all route to p.
+func simpleRoutes(p *pool.Pool) []Route {
+	return []Route{{Name: "all", Spec: route.Spec{}, Pool: p}}
+}
+
+// startServer runs a Server for cfg on 127.0.0.1:0 and returns it and its
+// address.
+func startServer(t testing.TB, cfg Config) (*Server, string) {
+	t.Helper()
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-done
+	})
+	return s, ln.Addr().String()
+}
+
+// rawExchange writes req on a fresh connection and reads one response.
+func rawExchange(t testing.TB, addr, req string) (*http.Response, []byte, net.Conn) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body, &bufConn{Conn: c, r: br}
+}
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// closedAfter reports whether the server closed c (EOF within a second).
+func closedAfter(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	var buf [1]byte
+	_, err := c.Read(buf[:])
+	return err == io.EOF || (err != nil && !isTimeout(err))
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func get(t testing.TB, c *http.Client, url string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
