@@ -33,6 +33,9 @@ type Config struct {
 	Listeners []Listener
 	// Pools are in file order; names are unique.
 	Pools []Pool
+	// Auths are the [[auth]] blocks in file order; names are unique. A block
+	// that no route uses is allowed.
+	Auths []Auth
 }
 
 // Global holds the [global] settings.
@@ -77,9 +80,10 @@ type Listener struct {
 	Name string
 	// Bind is the IP address and port to listen on.
 	Bind netip.AddrPort
-	// Protocol is ProtocolTCP (the default) or ProtocolUDP.
+	// Protocol is ProtocolTCP (the default), ProtocolUDP or ProtocolHTTP.
 	Protocol string
-	// Pool is the name of the pool the listener feeds; it exists.
+	// Pool is the name of the pool a tcp or udp listener feeds; it exists.
+	// It is "" for an http listener, whose routes name their pools.
 	Pool string
 	// ProxyProtocol is the PROXY header sent to backends: ProxyProtocolOff
 	// (the default), ProxyProtocolV1 or ProxyProtocolV2.
@@ -88,7 +92,9 @@ type Listener struct {
 	// (v1 or v2), from TrustedProxies only.
 	AcceptProxyProtocol bool
 	// TrustedProxies are the peers allowed to send a PROXY header. Non-empty
-	// when AcceptProxyProtocol is set. A bare address in the file becomes a
+	// when AcceptProxyProtocol is set. On an http listener they are also the
+	// peers whose X-Forwarded-* headers are kept rather than replaced, with
+	// or without AcceptProxyProtocol. A bare address in the file becomes a
 	// single-address prefix; host bits are masked off.
 	TrustedProxies []netip.Prefix
 	// MaxConnections caps the listener's open connections; 0 (the default)
@@ -107,6 +113,18 @@ type Listener struct {
 	// UDPResponses closes a udp flow after this many replies (1 for DNS);
 	// 0, the default, keeps it until IdleTimeout.
 	UDPResponses int
+	// TLSCertFile and TLSKeyFile, on an http listener, are both set or both
+	// empty; when set, TLS is terminated here. Validation checks that the
+	// files exist and can be opened; the server parses them at start and on
+	// reload. Relative paths are relative to lbd's working directory.
+	TLSCertFile, TLSKeyFile string
+	// AccessLog turns on an http listener's structured access log. Default
+	// false.
+	AccessLog bool
+	// Routes are an http listener's [[listener.route]] blocks, in file
+	// order, which is the order of matching; never empty on an http
+	// listener, always empty on the others.
+	Routes []Route
 	// Line is where the listener's table starts in the file.
 	Line int
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,7 @@ func TestExampleConfig(t *testing.T) {
 // unimplemented lists the schema keys that validation rejects for now.
 var unimplemented = map[string]bool{
 	"auth": true, "listener.route": true, "listener.tls_cert_file": true, "listener.tls_key_file": true,
+	"listener.access_log": true,
 }
 
 // implementedKeys lists the leaf keys of the schema below t.
@@ -281,6 +283,25 @@ func dumpValue(b *strings.Builder, path string, v reflect.Value) {
 		}
 		for i := range v.Len() {
 			dumpValue(b, fmt.Sprintf("%s[%d]", path, i), v.Index(i))
+		}
+	case v.Kind() == reflect.Pointer:
+		if v.IsNil() {
+			fmt.Fprintf(b, "%s = nil\n", path)
+			return
+		}
+		dumpValue(b, path, v.Elem())
+	case v.Kind() == reflect.Map:
+		if v.IsNil() {
+			fmt.Fprintf(b, "%s = nil\n", path)
+			return
+		}
+		if v.Len() == 0 {
+			fmt.Fprintf(b, "%s = {}\n", path)
+		}
+		keys := v.MapKeys()
+		slices.SortFunc(keys, func(x, y reflect.Value) int { return strings.Compare(x.String(), y.String()) })
+		for _, k := range keys {
+			dumpValue(b, fmt.Sprintf("%s[%q]", path, k.String()), v.MapIndex(k))
 		}
 	case v.Kind() == reflect.String:
 		fmt.Fprintf(b, "%s = %q\n", path, v.String())

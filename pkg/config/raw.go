@@ -54,6 +54,7 @@ type rawListener struct {
 	// http only; not implemented yet.
 	TLSCertFile rawString  `toml:"tls_cert_file"`
 	TLSKeyFile  rawString  `toml:"tls_key_file"`
+	AccessLog   rawBool    `toml:"access_log"`
 	Route       []rawRoute `toml:"route"`
 }
 

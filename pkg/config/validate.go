@@ -180,8 +180,21 @@ func (v *validator) build(raw *rawConfig) *Config {
 	cfg := &Config{File: v.file}
 	cfg.Global = v.global(&raw.Global)
 
+	auths := map[string]int{} // name → line of the first block with it
 	for i := range raw.Auth {
-		v.errorf(fmt.Sprintf("auth[%d]", i), "[[auth]] is not implemented yet")
+		if !httpEnabled {
+			v.errorf(fmt.Sprintf("auth[%d]", i), "[[auth]] is not implemented yet")
+			continue
+		}
+		a := v.auth(i, &raw.Auth[i])
+		if a.Name != "" {
+			if line, dup := auths[a.Name]; dup {
+				v.errorf(fmt.Sprintf("auth[%d].name", i), "auth %q is already defined at line %d", a.Name, line)
+			} else {
+				auths[a.Name] = a.Line
+			}
+		}
+		cfg.Auths = append(cfg.Auths, a)
 	}
 
 	pools := map[string]int{} // name → line of the first pool with it
@@ -200,7 +213,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 	names := map[string]int{}
 	binds := map[string]int{}
 	for i := range raw.Listener {
-		l := v.listener(i, &raw.Listener[i], pools)
+		l := v.listener(i, &raw.Listener[i], pools, auths)
 		if l.Name != "" {
 			if line, dup := names[l.Name]; dup {
 				v.errorf(fmt.Sprintf("listener[%d].name", i), "listener %q is already defined at line %d", l.Name, line)
@@ -209,7 +222,11 @@ func (v *validator) build(raw *rawConfig) *Config {
 			}
 		}
 		if l.Bind.IsValid() {
-			key := l.Protocol + " " + l.Bind.String()
+			transport := l.Protocol
+			if httpEnabled && transport == ProtocolHTTP {
+				transport = ProtocolTCP // one TCP port serves one listener
+			}
+			key := transport + " " + l.Bind.String()
 			if line, dup := binds[key]; dup {
 				v.errorf(fmt.Sprintf("listener[%d].bind", i), "%s: bind %s (%s) is already used by the listener at line %d", listenerWhat(i, l.Name), l.Bind, l.Protocol, line)
 			} else {
@@ -269,7 +286,7 @@ func listenerWhat(i int, name string) string {
 	return fmt.Sprintf("listener %q", name)
 }
 
-func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listener {
+func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int) Listener {
 	s := scope{v: v, path: fmt.Sprintf("listener[%d]", i)}
 	l := Listener{Line: v.pos.line(s.path)}
 
@@ -288,8 +305,10 @@ func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listen
 	l.Protocol = s.str("protocol", r.Protocol, defaultProtocol)
 	switch l.Protocol {
 	case ProtocolTCP, ProtocolUDP:
-	case "http":
-		s.errorf("protocol", "protocol %q is not implemented yet", l.Protocol)
+	case ProtocolHTTP:
+		if !httpEnabled {
+			s.errorf("protocol", "protocol %q is not implemented yet", l.Protocol)
+		}
 	default:
 		s.errorf("protocol", "protocol %q is not one of %s", l.Protocol, quoteList([]string{"tcp", "udp", "http"}))
 	}
@@ -305,10 +324,13 @@ func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listen
 			}
 		}
 	}
-	s.unimplemented("tls_cert_file", r.TLSCertFile.Set)
-	s.unimplemented("tls_key_file", r.TLSKeyFile.Set)
-	for j := range r.Route {
-		v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] is not implemented yet", s.what)
+	if !httpEnabled {
+		s.unimplemented("tls_cert_file", r.TLSCertFile.Set)
+		s.unimplemented("tls_key_file", r.TLSKeyFile.Set)
+		s.unimplemented("access_log", r.AccessLog.Set)
+		for j := range r.Route {
+			v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] is not implemented yet", s.what)
+		}
 	}
 
 	if bind, ok := s.given("bind", r.Bind); ok {
@@ -355,6 +377,9 @@ func (v *validator) listener(i int, r *rawListener, pools map[string]int) Listen
 		if l.AcceptProxyProtocol {
 			s.errorf("accept_proxy_protocol", "accept_proxy_protocol is not supported on udp listeners")
 		}
+	}
+	if httpEnabled {
+		v.httpListener(s, r, &l, pools, auths)
 	}
 	l.MaxConnections = s.integer("max_connections", r.MaxConnections, 0, 0, maxInt)
 	l.ConnectTimeout = s.duration("connect_timeout", r.ConnectTimeout, defaultConnectTimeout, false)
