@@ -154,16 +154,17 @@ func (p *proxyStage) serve(x *exchange) {
 	}
 	var tried balancer.Tried
 	for attempt := 0; attempt < attempts && tried.Len() < balancer.MaxTried; attempt++ {
-		slot := p.s.slots.acquire()
-		i := snap.Balancer.Pick(key, slot, &tried)
-		p.s.slots.release(slot)
+		slot := sharedSlots.acquire()
+		loop := x.st.cfg.LoopBase + slot
+		i := snap.Balancer.Pick(key, loop, &tried)
+		sharedSlots.release(slot)
 		if i < 0 {
 			break
 		}
 		tried.Add(i)
 		b := snap.Backends[i]
 		hc := p.s.client(b, x.st)
-		stats := b.Stats(slot)
+		stats := b.Stats(loop)
 
 		b.Active.Add(1)
 		resp.Reset()

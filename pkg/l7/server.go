@@ -37,15 +37,20 @@ import (
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
-// Slots is the number of picker slots of a Server, and the number of loops
-// (pool.Options.Loops) that every pool handed to l7 must be built with.
+// Slots is the number of picker slots that the http listeners of a
+// process share, and the number of loops, from Config.LoopBase on, that
+// every pool handed to l7 must have beyond those of the event loops.
 //
 // balancer.Pick and pool.Backend.Stats take a loop index that selects
 // per-loop state which is not safe for concurrent use, while fasthttp runs
-// handlers on any number of goroutines. A Server therefore keeps Slots
-// mutex-guarded slots; a pick takes a free one with TryLock (waiting on one
-// only when all are busy) and uses its index as the loop.
+// handlers on any number of goroutines. The package therefore keeps Slots
+// mutex-guarded slots, shared by every Server (two listeners may feed one
+// pool); a pick takes a free one with TryLock (waiting on one only when all
+// are busy) and uses LoopBase plus its index as the loop.
 const Slots = 8
+
+// sharedSlots are the picker slots of every Server in the process.
+var sharedSlots pickers
 
 // Defaults for the zero values of Config.
 const (
@@ -67,7 +72,7 @@ type Route struct {
 	Name string
 	Spec route.Spec
 	// Pool receives the route's requests. It must be built with
-	// pool.Options{Loops: Slots}.
+	// pool.Options{Loops: Config.LoopBase + Slots}.
 	Pool *pool.Pool
 	// Auth verifies bearer tokens; nil means no authentication.
 	Auth *auth.Verifier
@@ -104,6 +109,10 @@ type Config struct {
 	Retries int
 	// Now is the clock for rate limits and auth; nil means time.Now.
 	Now func() time.Time
+	// LoopBase is the first pool loop index l7 may use: pools are built
+	// with LoopBase+Slots loops, the first LoopBase belonging to the
+	// event loops. Every Server of a process must use the same one.
+	LoopBase int
 }
 
 // Server is an http listener. It is safe for concurrent use.
@@ -112,7 +121,6 @@ type Server struct {
 	srv   *fasthttp.Server
 	state atomic.Pointer[state]
 	stats *listenerStats
-	slots pickers
 
 	clientsMu sync.Mutex
 	clients   sync.Map // *pool.Backend → *fasthttp.HostClient
