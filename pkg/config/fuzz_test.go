@@ -3,9 +3,14 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
+	"github.com/lbd-lb/lbd/pkg/l7/route"
 )
 
 // addSeeds seeds f with every config in testdata and the example config.
@@ -80,8 +85,10 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		if !l.Bind.IsValid() || l.Bind.Port() == 0 {
 			t.Fatalf("listener %q: bad bind %v", l.Name, l.Bind)
 		}
-		if cfg.Pool(l.Pool) == nil {
-			t.Fatalf("listener %q feeds missing pool %q", l.Name, l.Pool)
+		if l.Protocol == ProtocolHTTP {
+			checkHTTPListener(t, cfg, &l)
+		} else if cfg.Pool(l.Pool) == nil || len(l.Routes) != 0 {
+			t.Fatalf("listener %q feeds missing pool %q, or has routes", l.Name, l.Pool)
 		}
 		if l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.Retries < 0 || l.Retries > maxRetries {
 			t.Fatalf("listener %q: bad timeouts or retries: %+v", l.Name, l)
@@ -102,6 +109,34 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		h := p.HealthCheck
 		if h.Interval <= 0 || h.Timeout <= 0 || h.Timeout > h.Interval || h.Rise < 1 || h.Fall < 1 || h.ExpectStatusMin > h.ExpectStatusMax {
 			t.Fatalf("pool %q: bad health check %+v", p.Name, h)
+		}
+	}
+}
+
+func checkHTTPListener(t *testing.T, cfg *Config, l *Listener) {
+	t.Helper()
+	if l.Pool != "" || len(l.Routes) == 0 || (l.TLSCertFile == "") != (l.TLSKeyFile == "") {
+		t.Fatalf("http listener %q: pool %q, %d routes, tls %q %q", l.Name, l.Pool, len(l.Routes), l.TLSCertFile, l.TLSKeyFile)
+	}
+	specs := make([]route.Spec, len(l.Routes))
+	for i, r := range l.Routes {
+		specs[i] = r.Spec(fmt.Sprint(i))
+		if cfg.Pool(r.Pool) == nil || r.Auth != "" && cfg.Auth(r.Auth) == nil {
+			t.Fatalf("http listener %q: route %d has missing pool %q or auth %q", l.Name, i, r.Pool, r.Auth)
+		}
+		if rl := r.RateLimit; rl != nil {
+			k, err := ratelimit.ParseKey(rl.Key)
+			if !(rl.Rate > 0) || math.IsInf(rl.Rate, 0) || rl.Burst < 1 || err != nil || k.Kind == ratelimit.KeyClaim && r.Auth == "" {
+				t.Fatalf("http listener %q: route %d: bad rate limit %+v", l.Name, i, *rl)
+			}
+		}
+	}
+	if _, err := route.Compile(specs); err != nil {
+		t.Fatalf("http listener %q: %v", l.Name, err)
+	}
+	for _, a := range cfg.Auths {
+		if len(a.Algorithms) == 0 || (a.JWKSFile == "") == (a.HMACSecretFile == "") || a.Leeway < 0 {
+			t.Fatalf("auth %q: %+v", a.Name, a)
 		}
 	}
 }

@@ -313,6 +313,7 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 
 	cert, certOK := s.given("tls_cert_file", r.TLSCertFile)
 	key, keyOK := s.given("tls_key_file", r.TLSKeyFile)
+	certOK, keyOK = certOK && cert != "", keyOK && key != "" // "" means none
 	switch {
 	case certOK != keyOK && r.TLSCertFile.Bad == "" && r.TLSKeyFile.Bad == "":
 		missing, given := "tls_key_file", "tls_cert_file"
