@@ -51,14 +51,14 @@ type rawListener struct {
 	UDPMaxFlows  rawInt `toml:"udp_max_flows"`
 	UDPResponses rawInt `toml:"udp_responses"`
 
-	// http only; not implemented yet.
+	// http only; validated when httpEnabled, else "not implemented yet".
 	TLSCertFile rawString  `toml:"tls_cert_file"`
 	TLSKeyFile  rawString  `toml:"tls_key_file"`
 	AccessLog   rawBool    `toml:"access_log"`
 	Route       []rawRoute `toml:"route"`
 }
 
-// rawRoute is a [[listener.route]] of an http listener; not implemented yet.
+// rawRoute is a [[listener.route]] of an http listener (see httpEnabled).
 type rawRoute struct {
 	Host       rawString `toml:"host"`
 	PathPrefix rawString `toml:"path_prefix"`
@@ -68,7 +68,7 @@ type rawRoute struct {
 	RateLimit  rawAny    `toml:"rate_limit"`
 }
 
-// rawAuth is an [[auth]] block; not implemented yet.
+// rawAuth is an [[auth]] block (see httpEnabled).
 type rawAuth struct {
 	Name           rawString  `toml:"name"`
 	Type           rawString  `toml:"type"`
