@@ -18,7 +18,7 @@ import (
 // While it is false they are parsed but rejected as "not implemented yet",
 // so that users cannot configure a mode the server does not run. It becomes
 // true (or goes away) when the HTTP server is wired in.
-var httpEnabled = false
+var httpEnabled = true
 
 // ProtocolHTTP is the protocol of a layer-7 listener (SPEC.md, "HTTP
 // listeners").

@@ -136,17 +136,12 @@ func TestParseErrors(t *testing.T) {
 		{"idle_timeout negative", inListener(`idle_timeout = "-10m"`), []want{{5, `idle_timeout "-10m" must be greater than 0`}}},
 
 		// Not implemented yet.
-		{"http protocol", inListener(`protocol = "http"`), []want{{5, `listener "l": protocol "http" is not implemented yet`}}},
 		{"udp_max_flows on tcp", inListener(`udp_max_flows = 100000`), []want{{5, "udp_max_flows applies to udp listeners only"}}},
 		{"udp_responses on tcp", inListener(`udp_responses = 1`), []want{{5, "udp_responses applies to udp listeners only"}}},
 		{"udp_max_flows zero", inListener(`protocol = "udp"`, `udp_max_flows = 0`), []want{{6, "udp_max_flows"}}},
 		{"udp_responses negative", inListener(`protocol = "udp"`, `udp_responses = -1`), []want{{6, "udp_responses"}}},
 		{"udp with PROXY v1", inListener(`protocol = "udp"`, `proxy_protocol = "v1"`), []want{{6, `proxy_protocol "v1" cannot carry UDP`}}},
 		{"udp accepting PROXY", inListener(`protocol = "udp"`, `accept_proxy_protocol = true`, `trusted_proxies = ["10.0.0.0/8"]`), []want{{6, "accept_proxy_protocol is not supported on udp listeners"}}},
-		{"tls_cert_file", inListener(`tls_cert_file = "/etc/lbd/cert.pem"`), []want{{5, "tls_cert_file is not implemented yet"}}},
-		{"tls_key_file", inListener(`tls_key_file = "/etc/lbd/key.pem"`), []want{{5, "tls_key_file is not implemented yet"}}},
-		{"listener.route", doc(listenerLines, []string{`[[listener.route]]`, `host = "api.example.com"`, `pool = "p"`}, poolLines), []want{{5, `listener "l": [[listener.route]] is not implemented yet`}}},
-		{"auth", doc(listenerLines, poolLines, []string{`[[auth]]`, `name = "corp-jwt"`, `type = "jwt"`}), []want{{9, "[[auth]] is not implemented yet"}}},
 
 		// Pools.
 		{"pool name charset", lines(`[[listener]]`, `name = "l"`, `bind = "127.0.0.1:1"`, `pool = "p/q"`, `[[pool]]`, `name = "p/q"`, `[[pool.backend]]`, `address = "10.0.0.1:80"`), []want{{4, `pool "p/q" is not defined`}, {6, `pool #1: name "p/q" may hold only letters, digits, '-' and '_'`}}},

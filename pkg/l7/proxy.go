@@ -206,6 +206,9 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 	// The client's Connection: close is for the client's connection; the
 	// server has already noted it.
 	h.ResetConnectionClose()
+	// TLS ends here: the request goes to the backend in plain HTTP, and
+	// the client's scheme travels in X-Forwarded-Proto.
+	x.ctx.Request.URI().SetScheme("http")
 
 	trusted := x.st.isTrusted(x.peer.Addr())
 	peer := x.peer.Addr().String()

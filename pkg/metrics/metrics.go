@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -63,11 +64,26 @@ type Pool struct {
 	Buckets map[float64]uint64
 }
 
+// HTTPRoute is one http route's counters.
+type HTTPRoute struct {
+	Listener, Route string
+	// Requests counts answers by status code.
+	Requests map[int]uint64
+	// Rejected counts refusals by reason (auth, rate_limit, no_route, ...).
+	Rejected map[string]uint64
+	// Duration is the request-duration histogram: Buckets maps each upper
+	// bound, in seconds, to its cumulative count.
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64
+}
+
 // Source is what the collector reads at scrape time.
 type Source interface {
 	MetricsListeners() []Listener
 	MetricsBackends() []Backend
 	MetricsPools() []Pool
+	MetricsHTTP() []HTTPRoute
 }
 
 var (
@@ -91,6 +107,12 @@ var (
 		"Bytes forwarded, by direction.", []string{"pool", "backend", "direction"}, nil)
 	descBackendErrors = prometheus.NewDesc("lbd_backend_connect_errors_total",
 		"Failed connects to the backend.", []string{"pool", "backend"}, nil)
+	descHTTPRequests = prometheus.NewDesc("lbd_http_requests_total",
+		"HTTP requests answered, by status code.", []string{"listener", "route", "code"}, nil)
+	descHTTPDuration = prometheus.NewDesc("lbd_http_request_duration_seconds",
+		"Time to answer an HTTP request.", []string{"listener", "route"}, nil)
+	descHTTPRejected = prometheus.NewDesc("lbd_http_rejected_total",
+		"HTTP requests refused before a backend, by reason.", []string{"listener", "route", "reason"}, nil)
 	descConnectDuration = prometheus.NewDesc("lbd_backend_connect_duration_seconds",
 		"Time to establish a connection to a backend.", []string{"pool"}, nil)
 	descBackendUp = prometheus.NewDesc("lbd_backend_up",
@@ -115,7 +137,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descListenerConns, descListenerActive, descListenerRejected,
 		descUDPFlows, descUDPDatagrams, descUDPDropped,
 		descBackendConns, descBackendActive, descBackendBytes, descBackendErrors,
-		descBackendUp, descBackendState, descHealthChecks, descConnectDuration} {
+		descBackendUp, descBackendState, descHealthChecks, descConnectDuration,
+		descHTTPRequests, descHTTPDuration, descHTTPRejected} {
 		ch <- d
 	}
 }
@@ -159,6 +182,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, p := range c.src.MetricsPools() {
 		ch <- prometheus.MustNewConstHistogram(descConnectDuration, p.Count, p.Sum, p.Buckets, p.Name)
+	}
+	for _, r := range c.src.MetricsHTTP() {
+		for code, n := range r.Requests {
+			counter(descHTTPRequests, n, r.Listener, r.Route, strconv.Itoa(code))
+		}
+		for reason, n := range r.Rejected {
+			counter(descHTTPRejected, n, r.Listener, r.Route, reason)
+		}
+		if r.Buckets != nil {
+			ch <- prometheus.MustNewConstHistogram(descHTTPDuration, r.Count, r.Sum, r.Buckets, r.Listener, r.Route)
+		}
 	}
 }
 

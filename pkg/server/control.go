@@ -25,6 +25,12 @@ func (s *Server) Status() admin.Status {
 		LastReload: s.lastReload,
 	}
 	for _, lc := range s.cfg.Listeners {
+		if h := s.http[lc.Name]; h != nil {
+			// Requests, not connections, are what an http listener
+			// counts; its metrics have them by route and code.
+			st.Listeners = append(st.Listeners, admin.ListenerStatus{Name: lc.Name, Bind: h.addr(), Protocol: lc.Protocol})
+			continue
+		}
 		ln := s.listeners[lc.Name]
 		if ln == nil {
 			continue

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,6 +14,7 @@ import (
 	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
+	"github.com/lbd-lb/lbd/pkg/l7"
 )
 
 // errNoConfigFile refuses a reload of a config that did not come from a
@@ -84,10 +87,23 @@ func (s *Server) apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	verifiers, err := buildVerifiers(cfg)
+	if err != nil {
+		for _, p := range pools {
+			p.Close()
+		}
+		return err
+	}
 	s.awaitHealth(cfg, pools)
+	var openedHTTP []*httpListener
 	abandon := func(opened []*l4.Listener) {
 		for _, ln := range opened {
 			s.engine.CloseListener(ln)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		for _, h := range openedHTTP {
+			h.stop(ctx)
 		}
 		for _, p := range pools {
 			p.Close()
@@ -104,10 +120,60 @@ func (s *Server) apply(cfg *config.Config) error {
 		}
 		running[bindKey{ln.Config().Bind, proto}] = ln
 	}
+	runningHTTP := map[netip.AddrPort]*httpListener{}
+	for _, h := range s.http {
+		runningHTTP[h.bind] = h
+	}
+	// http listeners: check and prepare every change before the commit.
+	type httpUpdate struct {
+		h    *httpListener
+		lc   config.Listener
+		cfg  l7.Config
+		cert *tls.Certificate
+	}
+	var httpUpdates []httpUpdate
+	nextHTTP := map[string]*httpListener{}
+	for _, lc := range cfg.Listeners {
+		if lc.Protocol != config.ProtocolHTTP {
+			continue
+		}
+		c, err := s.l7Config(lc, pools, verifiers)
+		if err != nil {
+			abandon(nil)
+			return err
+		}
+		h := runningHTTP[lc.Bind]
+		if h == nil {
+			nh, err := s.startHTTP(lc, c)
+			if err != nil {
+				abandon(nil)
+				return err
+			}
+			openedHTTP = append(openedHTTP, nh)
+			nextHTTP[lc.Name] = nh
+			continue
+		}
+		if (h.cert != nil) != (lc.TLSCertFile != "") {
+			abandon(nil)
+			return fmt.Errorf("listener %q: %w", lc.Name, errTLSChange)
+		}
+		if _, err := l7.New(c, s.log); err != nil { // validates, serves nothing
+			abandon(nil)
+			return err
+		}
+		u := httpUpdate{h: h, lc: lc, cfg: c}
+		if lc.TLSCertFile != "" {
+			if u.cert, err = loadCert(lc); err != nil {
+				abandon(nil)
+				return err
+			}
+		}
+		httpUpdates = append(httpUpdates, u)
+	}
 	next := map[string]*l4.Listener{}
 	var opened []*l4.Listener
 	for _, lc := range cfg.Listeners {
-		if running[bindKey{lc.Bind, lc.Protocol}] != nil {
+		if lc.Protocol == config.ProtocolHTTP || running[bindKey{lc.Bind, lc.Protocol}] != nil {
 			continue
 		}
 		ln, err := s.engine.Listen(listenerConfig(lc, pools))
@@ -127,7 +193,30 @@ func (s *Server) apply(cfg *config.Config) error {
 	}
 
 	// Commit: from here on nothing fails.
+	for _, u := range httpUpdates {
+		if err := u.h.srv.Update(u.cfg); err != nil {
+			s.log.Error("http listener update", "listener", u.lc.Name, "err", err) // validated above
+		}
+		if u.cert != nil {
+			u.h.cert.Store(u.cert)
+		}
+		u.h.name = u.lc.Name
+		nextHTTP[u.lc.Name] = u.h
+		delete(runningHTTP, u.h.bind)
+	}
+	for _, h := range runningHTTP {
+		s.log.Info("listener removed", "listener", h.name, "bind", h.addr())
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
+		go func() {
+			defer cancel()
+			h.stop(ctx)
+		}()
+	}
+	s.http = nextHTTP
 	for _, lc := range cfg.Listeners {
+		if lc.Protocol == config.ProtocolHTTP {
+			continue
+		}
 		k := bindKey{lc.Bind, lc.Protocol}
 		if ln := running[k]; ln != nil {
 			if err := s.engine.Update(ln, listenerConfig(lc, pools)); err != nil {

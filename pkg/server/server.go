@@ -17,6 +17,7 @@ import (
 	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
+	"github.com/lbd-lb/lbd/pkg/l7"
 	"github.com/lbd-lb/lbd/pkg/metrics"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
@@ -36,7 +37,8 @@ type Server struct {
 	mu         sync.Mutex
 	cfg        *config.Config
 	pools      map[string]*pool.Pool
-	listeners  map[string]*l4.Listener // by listener name
+	listeners  map[string]*l4.Listener // tcp and udp, by listener name
+	http       map[string]*httpListener
 	started    time.Time
 	lastReload *admin.Reload
 	metrics    *metrics.Server
@@ -79,7 +81,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: opts.Logger, logLevel: opts.LogLevel, load: opts.Load, engine: engine, cfg: cfg,
-		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, metricsReg: &metrics.ReloadCounters{}}
+		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, http: map[string]*httpListener{},
+		metricsReg: &metrics.ReloadCounters{}}
 	pools, err := s.buildPools(cfg, nil)
 	if err != nil {
 		engine.Close()
@@ -94,7 +97,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 
 // buildPools makes the pools of cfg, carrying backends over from prev.
 func (s *Server) buildPools(cfg *config.Config, prev map[string]*pool.Pool) (map[string]*pool.Pool, error) {
-	popts := pool.Options{Loops: s.engine.Loops(), Logger: s.log, OnDisable: s.engine.CloseBackend}
+	// The event loops use loops 0..Loops()-1 of every pool; the http
+	// listeners' picker slots use the next l7.Slots.
+	popts := pool.Options{Loops: s.engine.Loops() + l7.Slots, Logger: s.log, OnDisable: s.engine.CloseBackend}
 	out := map[string]*pool.Pool{}
 	for _, pc := range cfg.Pools {
 		p, err := pool.New(poolSpec(pc), popts, prev[pc.Name])
@@ -168,7 +173,26 @@ func (s *Server) Start() error {
 	defer s.mu.Unlock()
 	s.engine.Start()
 	s.awaitHealth(s.cfg, s.pools)
+	verifiers, err := buildVerifiers(s.cfg)
+	if err != nil {
+		s.stopLocked()
+		return err
+	}
 	for _, lc := range s.cfg.Listeners {
+		if lc.Protocol == config.ProtocolHTTP {
+			c, err := s.l7Config(lc, s.pools, verifiers)
+			var h *httpListener
+			if err == nil {
+				h, err = s.startHTTP(lc, c)
+			}
+			if err != nil {
+				s.stopLocked()
+				return err
+			}
+			s.http[lc.Name] = h
+			s.log.Info("listening", "listener", lc.Name, "bind", h.addr(), "protocol", lc.Protocol, "routes", len(lc.Routes), "tls", lc.TLSCertFile != "")
+			continue
+		}
 		ln, err := s.engine.Listen(listenerConfig(lc, s.pools))
 		if err != nil {
 			s.stopLocked()
@@ -249,6 +273,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "active_connections", s.engine.Active())
 	s.mu.Lock()
 	s.stopSideServicesLocked()
+	s.shutdownHTTPLocked(ctx)
 	s.mu.Unlock()
 	err := s.engine.Shutdown(ctx)
 	s.mu.Lock()
@@ -270,6 +295,9 @@ func (s *Server) Close() {
 
 func (s *Server) stopLocked() {
 	s.stopSideServicesLocked()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.shutdownHTTPLocked(ctx)
 	s.engine.Close()
 	s.closePoolsLocked()
 }
@@ -318,6 +346,39 @@ func (s *Server) MetricsListeners() []metrics.Listener {
 			}
 		}
 		out = append(out, m)
+	}
+	return out
+}
+
+// MetricsHTTP implements metrics.Source: per route, and the listener's
+// refusals before routing under route "".
+func (s *Server) MetricsHTTP() []metrics.HTTPRoute {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []metrics.HTTPRoute
+	for name, h := range s.http {
+		st := h.srv.Stats()
+		routed := map[string]uint64{}
+		for _, r := range st.Routes {
+			m := metrics.HTTPRoute{Listener: name, Route: r.Name, Requests: r.Requests, Rejected: r.Rejected,
+				Count: r.Duration.Count, Sum: r.Duration.Sum, Buckets: map[float64]uint64{}}
+			for i, le := range l7.DurationBuckets {
+				m.Buckets[le] = r.Duration.Cumulative[i]
+			}
+			for reason, n := range r.Rejected {
+				routed[reason] += n
+			}
+			out = append(out, m)
+		}
+		// What was refused before any route took it (no route, bad
+		// framing) is the listener's total less the routes' share.
+		unrouted := metrics.HTTPRoute{Listener: name, Route: "", Rejected: map[string]uint64{}}
+		for reason, n := range st.Rejected {
+			if n > routed[reason] {
+				unrouted.Rejected[reason] = n - routed[reason]
+			}
+		}
+		out = append(out, unrouted)
 	}
 	return out
 }

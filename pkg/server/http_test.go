@@ -1,0 +1,229 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
+)
+
+// httpBackend answers with its name and the path it saw.
+func httpBackend(t *testing.T, name string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s user=%s", name, r.URL.Path, r.Header.Get("X-User-Id"))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// selfSigned writes a certificate and key for 127.0.0.1 into dir.
+func selfSigned(t *testing.T, dir, cn string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
+}
+
+// TestHTTPListener runs an http listener from the config: routing, JWT
+// auth with forwarded claims, a rate limit, TLS, a reload that changes the
+// routes and the certificate, and the lbd_http_* metrics.
+func TestHTTPListener(t *testing.T) {
+	dir := t.TempDir()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	secretFile := filepath.Join(dir, "hmac.key")
+	os.WriteFile(secretFile, secret, 0o600)
+	certA, keyA := selfSigned(t, dir, "first")
+	api, web := httpBackend(t, "api"), httpBackend(t, "web")
+	plain, secure, metricsAddr := nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)
+	conf := func(apiPrefix, cert, key string) string {
+		return fmt.Sprintf(`[global]
+admin_socket = %q
+metrics_listen = %q
+
+[[listener]]
+name = "edge"
+bind = %q
+protocol = "http"
+  [[listener.route]]
+  path_prefix = %q
+  pool = "api"
+  auth = "jwt"
+  [[listener.route]]
+  path_prefix = "/limited/"
+  pool = "web"
+  rate_limit = { rate = 1, burst = 2, key = "client_ip" }
+  [[listener.route]]
+  path_prefix = "/web/"
+  pool = "web"
+
+[[listener]]
+name = "tls"
+bind = %q
+protocol = "http"
+tls_cert_file = %q
+tls_key_file = %q
+  [[listener.route]]
+  pool = "web"
+
+[[auth]]
+name = "jwt"
+type = "jwt"
+algorithms = ["HS256"]
+hmac_secret_file = %q
+forward_claims = { sub = "X-User-Id" }
+
+[[pool]]
+name = "api"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+
+[[pool]]
+name = "web"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(dir, "admin.sock"), metricsAddr, plain, apiPrefix, secure, cert, key, secretFile, api, web)
+	}
+	f := newReloadFixture(t, conf("/api/", certA, keyA))
+
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(url, bearer string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		// A forged claim header: routes with auth replace it.
+		req.Header.Set("X-User-Id", "mallory")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+
+	if code, body, _ := get("http://"+plain+"/web/x", ""); code != 200 || body != "web /web/x user=mallory" {
+		t.Fatalf("web: %d %q", code, body)
+	}
+	if code, _, _ := get("http://"+plain+"/nowhere", ""); code != 404 {
+		t.Fatalf("no route: %d", code)
+	}
+	if code, _, h := get("http://"+plain+"/api/v", ""); code != 401 || !strings.Contains(h.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Fatalf("no token: %d %v", code, h)
+	}
+	if code, body, _ := get("http://"+plain+"/api/v", token); code != 200 || body != "api /api/v user=alice" {
+		t.Fatalf("with token: %d %q", code, body)
+	}
+	codes := []int{}
+	for i := 0; i < 3; i++ {
+		code, _, h := get("http://"+plain+"/limited/", "")
+		codes = append(codes, code)
+		if code == 429 && h.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	if codes[0] != 200 || codes[1] != 200 || codes[2] != 429 {
+		t.Fatalf("rate limit: %v", codes)
+	}
+	resp, err := client.Get("https://" + secure + "/tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS.PeerCertificates[0].Subject.CommonName != "first" {
+		t.Fatalf("tls: %d", resp.StatusCode)
+	}
+
+	// Reload: the api moves to /v2/ and the certificate changes; both
+	// listeners keep their sockets.
+	certB, keyB := selfSigned(t, dir, "second")
+	f.write(conf("/v2/", certB, keyB))
+	if _, err := f.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := get("http://"+plain+"/api/v", token); code != 404 {
+		t.Fatalf("old route after reload: %d", code)
+	}
+	if code, body, _ := get("http://"+plain+"/v2/x", token); code != 200 || body != "api /v2/x user=alice" {
+		t.Fatalf("new route: %d %q", code, body)
+	}
+	client.CloseIdleConnections()
+	resp, err = client.Get("https://" + secure + "/tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cn := resp.TLS.PeerCertificates[0].Subject.CommonName; cn != "second" {
+		t.Fatalf("certificate after reload: %s", cn)
+	}
+
+	text := scrape(t, metricsAddr)
+	for _, want := range []string{
+		`lbd_http_requests_total{code="200",listener="edge",route="/web/"} 1`,
+		`lbd_http_rejected_total{listener="edge",reason="auth",route="/api/"} 1`,
+		`lbd_http_rejected_total{listener="edge",reason="rate_limit",route="/limited/"} 1`,
+		`lbd_http_rejected_total{listener="edge",reason="no_route",route=""} 2`,
+		`lbd_http_requests_total{code="401",listener="edge",route="/api/"} 1`,
+		`lbd_http_request_duration_seconds_count{listener="edge",route="/api/"}`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "lbd_http_r") && !strings.Contains(l, "bucket") {
+				t.Log(l)
+			}
+		}
+	}
+}
