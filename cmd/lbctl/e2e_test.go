@@ -30,8 +30,10 @@ func liveLBD(t *testing.T) (sock, front, file string, backends []string) {
 	dir := t.TempDir()
 	sock = filepath.Join(dir, "run", "admin.sock")
 	file = filepath.Join(dir, "lbd.toml")
+	// One loop: wrr then hands out backends in one deterministic sequence,
+	// which the golden tables' TOTAL column relies on.
 	text := fmt.Sprintf(`[global]
-workers = 2
+workers = 1
 admin_socket = %q
 metrics_listen = ""
 state_file = %q
