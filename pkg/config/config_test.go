@@ -110,8 +110,7 @@ func TestExampleConfig(t *testing.T) {
 // and key files): the example shows them in comments instead, since its
 // paths do not exist where the tests run.
 var unimplemented = map[string]bool{
-	"listener.access_log": true,
-	"auth":                true, "listener.route.auth": true,
+	"auth": true, "listener.route.auth": true,
 	"listener.tls_cert_file": true, "listener.tls_key_file": true,
 }
 

@@ -123,7 +123,8 @@ func TestHTTPParseErrors(t *testing.T) {
 		{"proxy_protocol on http listener", inHTTPListener(`proxy_protocol = "v2"`), []want{{5, "proxy_protocol is not supported on http listeners"}}},
 		{"route on tcp listener", doc(listenerLines, httpRouteLines, poolLines), []want{{5, `listener "l": [[listener.route]] applies to http listeners only`}}},
 		{"tls on tcp listener", inListener(`tls_cert_file = "`+testCert+`"`, `tls_key_file = "`+testKey+`"`), []want{{5, "tls_cert_file applies to http listeners only"}, {6, "tls_key_file applies to http listeners only"}}},
-		{"access_log not implemented yet", inHTTPListener(`access_log = true`), []want{{5, "access_log is not implemented yet"}}},
+		{"access_log on udp listener", inListener(`protocol = "udp"`, `access_log = true`), []want{{6, "access_log applies to http listeners only"}}},
+		{"access_log not a boolean", inHTTPListener(`access_log = "yes"`), []want{{5, "access_log must be a boolean, not a string"}}},
 		{"max_connections on http", inHTTPListener(`max_connections = 10`), []want{{5, "max_connections is not implemented on http listeners yet"}}},
 		{"accept_proxy_protocol on http", inHTTPListener(`accept_proxy_protocol = true`, `trusted_proxies = ["10.0.0.0/8"]`), []want{{5, "accept_proxy_protocol is not implemented on http listeners yet"}}},
 		{"cert without key", inHTTPListener(`tls_cert_file = "` + testCert + `"`), []want{{5, "tls_cert_file needs tls_key_file: set both to terminate TLS, or neither"}}},
@@ -220,8 +221,8 @@ func TestHTTPParseAccepts(t *testing.T) {
 			}
 			return ""
 		}},
-		{desc: "TLS", in: inHTTPListener(`tls_cert_file = "`+testCert+`"`, `tls_key_file = "`+testKey+`"`), check: func(c *Config) string {
-			if l := c.Listeners[0]; l.TLSCertFile != testCert || l.TLSKeyFile != testKey {
+		{desc: "TLS and access log", in: inHTTPListener(`tls_cert_file = "`+testCert+`"`, `tls_key_file = "`+testKey+`"`, `access_log = true`), check: func(c *Config) string {
+			if l := c.Listeners[0]; l.TLSCertFile != testCert || l.TLSKeyFile != testKey || !l.AccessLog {
 				return fmt.Sprintf("listener %+v", l)
 			}
 			return ""

@@ -333,7 +333,6 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 		}
 	} else {
 		// Parts of the http mode that the server does not do yet.
-		s.unimplemented("access_log", r.AccessLog.Set)
 		if l.Protocol == ProtocolHTTP {
 			if r.AcceptProxyProtocol.Set {
 				s.errorf("accept_proxy_protocol", "accept_proxy_protocol is not implemented on http listeners yet")

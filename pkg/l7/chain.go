@@ -2,6 +2,8 @@ package l7
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -21,6 +23,8 @@ type exchange struct {
 	claims *auth.Claims
 	peer   netip.AddrPort
 	now    time.Time
+	// backend is the backend that answered, for the access log.
+	backend string
 }
 
 // handler is one stage of the chain. A stage either answers the request
@@ -41,8 +45,27 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx), now: st.now()}
 	start := time.Now()
 	st.chain.serve(&x)
+	took := time.Since(start)
 	if x.route != nil {
-		x.route.stats.observe(ctx.Response.StatusCode(), time.Since(start))
+		x.route.stats.observe(ctx.Response.StatusCode(), took)
+	}
+	if al := st.cfg.AccessLog; al != nil {
+		route := ""
+		if x.route != nil {
+			route = x.route.Name
+		}
+		al.LogAttrs(context.Background(), slog.LevelInfo, "access",
+			slog.String("listener", st.cfg.Name),
+			slog.String("method", string(ctx.Method())),
+			slog.String("host", string(ctx.Host())),
+			slog.String("path", string(ctx.Path())),
+			slog.String("route", route),
+			slog.Int("status", ctx.Response.StatusCode()),
+			slog.Int("bytes", len(ctx.Response.Body())),
+			slog.Duration("duration", took),
+			slog.String("backend", x.backend),
+			slog.String("client", x.peer.String()),
+		)
 	}
 }
 

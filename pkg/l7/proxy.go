@@ -187,6 +187,7 @@ func (p *proxyStage) serve(x *exchange) {
 			return
 		}
 		r.Pool.ConnectSucceeded(b)
+		x.backend = b.Name
 		stats.BytesToClient.Add(uint64(resp.Header.Len() + len(resp.Body())))
 		stripHop(&resp.Header)
 		// The backend's Connection: close concerns its own connection, not

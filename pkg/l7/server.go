@@ -109,6 +109,10 @@ type Config struct {
 	Retries int
 	// Now is the clock for rate limits and auth; nil means time.Now.
 	Now func() time.Time
+	// AccessLog, when not nil, receives one info record per request:
+	// method, host, path, route, status, bytes, duration, backend and
+	// client address.
+	AccessLog *slog.Logger
 	// LoopBase is the first pool loop index l7 may use: pools are built
 	// with LoopBase+Slots loops, the first LoopBase belonging to the
 	// event loops. Every Server of a process must use the same one.

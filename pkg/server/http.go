@@ -68,6 +68,9 @@ func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verif
 		Retries:        lc.Retries,
 		LoopBase:       s.engine.Loops(),
 	}
+	if lc.AccessLog {
+		c.AccessLog = s.log.With("log", "access")
+	}
 	seen := map[string]bool{}
 	for i, r := range lc.Routes {
 		name := routeName(r, i, seen)
