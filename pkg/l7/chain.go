@@ -25,6 +25,8 @@ type exchange struct {
 	now    time.Time
 	// backend is the backend that answered, for the access log.
 	backend string
+	// upgrade marks a WebSocket upgrade, which proxyStage tunnels.
+	upgrade bool
 }
 
 // handler is one stage of the chain. A stage either answers the request
@@ -94,8 +96,14 @@ func (f framingStage) serve(x *exchange) {
 		return
 	}
 	if up := h.Peek("Upgrade"); len(up) > 0 {
-		// h2c would tunnel a whole HTTP/2 connection past routing; other
-		// upgrades are not supported (yet) rather than half-proxied.
+		// WebSocket goes on through routing, auth and rate limits, then
+		// tunnels. h2c would tunnel a whole HTTP/2 connection past
+		// routing; other upgrades are refused rather than half-proxied.
+		if !hasToken(up, "h2c") && isWebSocket(x.ctx) {
+			x.upgrade = true
+			f.next.serve(x)
+			return
+		}
 		x.st.reject(x, reasonUpgrade)
 		if hasToken(up, "h2c") {
 			x.ctx.Error("h2c upgrade refused", fasthttp.StatusBadRequest)

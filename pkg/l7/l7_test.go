@@ -312,7 +312,7 @@ func TestUpgradeRefused(t *testing.T) {
 	for _, tc := range []struct {
 		desc, upgrade string
 		code          int
-	}{{"h2c", "h2c", 400}, {"websocket", "websocket", 501}} {
+	}{{"h2c", "h2c", 400}, {"another protocol", "irc/6.9", 501}} {
 		resp, _, c := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: "+tc.upgrade+"\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
 		if resp.StatusCode != tc.code || !closedAfter(c) {
 			t.Errorf("%s: %d, want %d and close", tc.desc, resp.StatusCode, tc.code)

@@ -137,6 +137,10 @@ type proxyStage struct{ s *Server }
 func (p *proxyStage) serve(x *exchange) {
 	ctx := x.ctx
 	req := &ctx.Request
+	if x.upgrade {
+		p.tunnel(x)
+		return
+	}
 	resp := &ctx.Response
 	r := x.route
 	p.prepareRequest(x)

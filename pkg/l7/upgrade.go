@@ -1,0 +1,129 @@
+package l7
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// isWebSocket reports a well-formed WebSocket upgrade request (RFC 6455
+// §4.1): GET, Upgrade: websocket, Connection naming upgrade, no body.
+func isWebSocket(ctx *fasthttp.RequestCtx) bool {
+	h := &ctx.Request.Header
+	return h.IsGet() && hasToken(h.Peek("Upgrade"), "websocket") &&
+		hasToken(h.Peek("Connection"), "upgrade") && h.ContentLength() <= 0
+}
+
+// tunnel proxies a WebSocket upgrade: the request goes to a backend on a
+// connection of its own (not the keep-alive pool), and once the backend
+// answers 101 the client's connection is hijacked and bytes flow both ways
+// untouched until either side closes. Routing, auth and rate limits have
+// already run, so nothing tunnels past them.
+func (p *proxyStage) tunnel(x *exchange) {
+	ctx := x.ctx
+	r := x.route
+	upgrade := append([]byte(nil), ctx.Request.Header.Peek("Upgrade")...)
+	p.prepareRequest(x) // hop-by-hop headers go, X-Forwarded-* are set
+	// The two hop-by-hop headers that carry the upgrade itself go on.
+	ctx.Request.Header.Set("Connection", "Upgrade")
+	ctx.Request.Header.SetBytesV("Upgrade", upgrade)
+
+	snap := r.Pool.Snapshot()
+	if len(snap.Backends) == 0 {
+		r.stats.noBackend.Add(1)
+		ctx.Error("no backend available", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
+	var tried balancer.Tried
+	var conn net.Conn
+	var b *pool.Backend
+	var loop int
+	for attempt := 0; attempt <= x.st.cfg.Retries && tried.Len() < balancer.MaxTried; attempt++ {
+		slot := sharedSlots.acquire()
+		loop = x.st.cfg.LoopBase + slot
+		i := snap.Balancer.Pick(key, loop, &tried)
+		sharedSlots.release(slot)
+		if i < 0 {
+			break
+		}
+		tried.Add(i)
+		b = snap.Backends[i]
+		c, err := net.DialTimeout("tcp", b.Addr.String(), x.st.cfg.ConnectTimeout)
+		if err != nil {
+			b.Stats(loop).ConnectErrors.Add(1)
+			r.Pool.ConnectFailed(b)
+			continue
+		}
+		conn = c
+		break
+	}
+	if conn == nil {
+		r.stats.backendErrors.Add(1)
+		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+		return
+	}
+	r.Pool.ConnectSucceeded(b)
+	x.backend = b.Name
+
+	// The handshake is bounded by the read and write timeouts.
+	conn.SetDeadline(time.Now().Add(x.st.cfg.ReadTimeout))
+	bw := bufio.NewWriter(conn)
+	br := bufio.NewReader(conn)
+	var head fasthttp.ResponseHeader
+	err := ctx.Request.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = head.Read(br)
+	}
+	if err != nil || head.StatusCode() != fasthttp.StatusSwitchingProtocols {
+		// The backend refused or failed the upgrade: say so, and never
+		// reuse the connection.
+		conn.Close()
+		r.stats.backendErrors.Add(1)
+		code := fasthttp.StatusBadGateway
+		if err == nil && head.StatusCode() >= 400 {
+			code = head.StatusCode()
+		}
+		ctx.Error("upgrade failed", code)
+		ctx.SetConnectionClose()
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	head.CopyTo(&ctx.Response.Header)
+	ctx.Response.Header.Set("Connection", "Upgrade")
+	ctx.Response.Header.SetBytesV("Upgrade", upgrade)
+	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
+
+	stats := b.Stats(loop)
+	stats.Connections.Add(1)
+	b.Active.Add(1)
+	ctx.Hijack(func(client net.Conn) {
+		defer b.Active.Add(-1)
+		defer conn.Close()
+		done := make(chan int64, 1)
+		go func() {
+			n, _ := io.Copy(conn, client)
+			// The client is done sending: pass the half-close on.
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+			done <- n
+		}()
+		// br holds whatever the backend sent right after its 101.
+		n, _ := io.Copy(client, br)
+		stats.BytesToClient.Add(uint64(n))
+		// The backend closed: end the client's side too, which also ends
+		// the copy above.
+		client.Close()
+		stats.BytesToBackend.Add(uint64(<-done))
+	})
+}
