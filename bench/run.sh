@@ -2,7 +2,7 @@
 # Layer-4 TCP benchmarks: lbd against HAProxy and the nginx stream module,
 # with the no-proxy path as a baseline. `make bench` runs this script.
 #
-# Usage: bench/run.sh [bulk] [conn] [rr] [idle] [udp]     (default: all five)
+# Usage: bench/run.sh [bulk] [conn] [rr] [idle] [udp] [http]   (default: all six)
 #
 #   bulk  iperf3 through the proxy, one stream and eight streams (Gbit/s)
 #   conn  wrk with "Connection: close", 32 connections (connections/s)
@@ -11,6 +11,10 @@
 #   udp   DNS over UDP, dnsperf -> dnsmasq, HAProxy has no UDP (queries/s,
 #         lost, latency): bench/udp.sh, run after the TCP workloads, writes
 #         udp.md and udp.png; `bench/udp.sh --help` lists its own settings
+#   http  layer-7 HTTP, wrk keep-alive, 64 connections, three nginx backend
+#         ports, plain routing and HS256 JWT (requests/s, p50, p99):
+#         bench/http.sh, run last, writes http.md and http.png;
+#         `bench/http.sh --help` lists its own settings
 #
 # Environment (defaults in brackets):
 #   SYSTEMS      systems to compare, in run order ["direct haproxy nginx lbd"]
@@ -22,7 +26,7 @@
 #   IDLE_CONNS   connections held by the idle workload [4000]
 #   COOLDOWN     seconds of rest between measurements [2]
 #   PORT_BASE    first of the 127.0.0.1 ports used, PORT_BASE+1..+33; udp
-#                uses +4, +24 and +34 [19200]
+#                uses +4, +24 and +34; http +5..+7, +15, +16, +25, +35, +36 [19200]
 #   LBD          lbd binary [./bin/lbd]
 #   RESULTS_DIR  where tcp.md and tcp.png go [bench/results]
 #   NO_INSTALL=1 never run apt-get
@@ -60,27 +64,39 @@ NOTES=()
 
 WORKLOADS=()
 RUN_UDP=0
+RUN_HTTP=0
 for arg in "$@"; do
 	case $arg in
 	bulk | conn | rr | idle) WORKLOADS+=("$arg") ;;
 	udp) RUN_UDP=1 ;;
+	http) RUN_HTTP=1 ;;
 	all)
 		WORKLOADS+=(bulk conn rr idle)
 		RUN_UDP=1
+		RUN_HTTP=1
 		;;
 	-h | --help)
 		sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 		exit 0
 		;;
-	*) die "unknown workload '$arg' (expected: bulk conn rr idle udp)" ;;
+	*) die "unknown workload '$arg' (expected: bulk conn rr idle udp http)" ;;
 	esac
 done
 if [[ $# == 0 ]]; then
 	WORKLOADS=(bulk conn rr idle)
 	RUN_UDP=1
+	RUN_HTTP=1
 fi
-# udp alone: bench/udp.sh does everything itself.
-[[ ${#WORKLOADS[@]} -gt 0 ]] || exec "$ROOT/bench/udp.sh"
+# udp and/or http alone: bench/udp.sh and bench/http.sh do everything themselves.
+if [[ ${#WORKLOADS[@]} == 0 ]]; then
+	mkdir -p "$ROOT/bench/work"
+	exec 9>"$ROOT/bench/work/.lock"
+	flock -n 9 || { printf '[bench] ERROR: another bench run is going on (bench/work/.lock)\n' >&2; exit 1; }
+	rc=0
+	[[ $RUN_UDP == 1 ]] && { LBD_BENCH_LOCKED=1 "$ROOT/bench/udp.sh" || rc=$?; }
+	[[ $RUN_HTTP == 1 ]] && { LBD_BENCH_LOCKED=1 "$ROOT/bench/http.sh" || rc=$?; }
+	exit "$rc"
+fi
 
 read -r -a SYS_LIST <<<"$SYSTEMS"
 for s in "${SYS_LIST[@]}"; do
@@ -963,4 +979,12 @@ if [[ $RUN_UDP == 1 ]]; then
 	echo
 	log "udp: running bench/udp.sh"
 	LBD_BENCH_LOCKED=1 "$ROOT/bench/udp.sh"
+fi
+
+if [[ $RUN_HTTP == 1 ]]; then
+	# The HTTP run needs the machine to itself too.
+	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+	echo
+	log "http: running bench/http.sh"
+	LBD_BENCH_LOCKED=1 "$ROOT/bench/http.sh"
 fi
