@@ -63,7 +63,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 			slog.String("path", string(ctx.Path())),
 			slog.String("route", route),
 			slog.Int("status", ctx.Response.StatusCode()),
-			slog.Int("bytes", len(ctx.Response.Body())),
+			slog.Int("bytes", bodyLen(&ctx.Response)),
 			slog.Duration("duration", took),
 			slog.String("backend", x.backend),
 			slog.String("client", x.peer.String()),
@@ -340,4 +340,14 @@ func hasToken(v []byte, tok string) bool {
 		}
 	}
 	return false
+}
+
+// bodyLen is the response body's length without reading a streamed body
+// (an event stream may never end): for a stream, its Content-Length, or -1
+// when unknown.
+func bodyLen(r *fasthttp.Response) int {
+	if r.IsBodyStream() {
+		return r.Header.ContentLength()
+	}
+	return len(r.Body())
 }

@@ -156,6 +156,7 @@ func (p *proxyStage) serve(x *exchange) {
 	if idempotent(req.Header.Method()) {
 		attempts += x.st.cfg.Retries
 	}
+	streaming := wantsEventStream(req.Header.Peek("Accept"))
 	var tried balancer.Tried
 	for attempt := 0; attempt < attempts && tried.Len() < balancer.MaxTried; attempt++ {
 		slot := sharedSlots.acquire()
@@ -172,6 +173,10 @@ func (p *proxyStage) serve(x *exchange) {
 
 		b.Active.Add(1)
 		resp.Reset()
+		// An event stream is passed on as it comes: the body is not
+		// buffered, and each piece read from the backend goes out as a
+		// chunk, flushed at once.
+		resp.StreamBody = streaming
 		err := hc.Do(req, resp)
 		b.Active.Add(-1)
 
@@ -192,7 +197,7 @@ func (p *proxyStage) serve(x *exchange) {
 		}
 		r.Pool.ConnectSucceeded(b)
 		x.backend = b.Name
-		stats.BytesToClient.Add(uint64(resp.Header.Len() + len(resp.Body())))
+		stats.BytesToClient.Add(uint64(resp.Header.Len() + max(bodyLen(resp), 0)))
 		stripHop(&resp.Header)
 		// The backend's Connection: close concerns its own connection, not
 		// the client's.
@@ -299,4 +304,16 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// wantsEventStream reports an Accept header that asks for Server-Sent
+// Events, whose responses must stream rather than be buffered whole.
+func wantsEventStream(accept []byte) bool {
+	const sse = "text/event-stream"
+	for i := 0; i+len(sse) <= len(accept); i++ {
+		if asciiEqualFold(accept[i:i+len(sse)], sse) {
+			return true
+		}
+	}
+	return false
 }
