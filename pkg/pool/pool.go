@@ -433,9 +433,6 @@ func (p *Pool) onHealth(ev healthcheck.Event) {
 		return
 	}
 	p.health[b] = ev.Up
-	if p.live {
-		b.healthy.Store(ev.Up)
-	}
 	if ev.Up {
 		b.connectFailures.Store(0)
 		p.log.Info("backend up", "backend", b.Name, "reason", ev.Reason)
@@ -444,6 +441,11 @@ func (p *Pool) onHealth(ev healthcheck.Event) {
 	}
 	if err := p.rebuildLocked(); err != nil {
 		p.log.Error("rebuilding balancer", "err", err)
+	}
+	// Published after the snapshot: whoever sees the new health (lbctl,
+	// metrics, a test) finds the balancer already following it.
+	if p.live {
+		b.healthy.Store(ev.Up)
 	}
 }
 
