@@ -125,8 +125,7 @@ func TestHTTPParseErrors(t *testing.T) {
 		{"tls on tcp listener", inListener(`tls_cert_file = "`+testCert+`"`, `tls_key_file = "`+testKey+`"`), []want{{5, "tls_cert_file applies to http listeners only"}, {6, "tls_key_file applies to http listeners only"}}},
 		{"access_log on udp listener", inListener(`protocol = "udp"`, `access_log = true`), []want{{6, "access_log applies to http listeners only"}}},
 		{"access_log not a boolean", inHTTPListener(`access_log = "yes"`), []want{{5, "access_log must be a boolean, not a string"}}},
-		{"max_connections on http", inHTTPListener(`max_connections = 10`), []want{{5, "max_connections is not implemented on http listeners yet"}}},
-		{"accept_proxy_protocol on http", inHTTPListener(`accept_proxy_protocol = true`, `trusted_proxies = ["10.0.0.0/8"]`), []want{{5, "accept_proxy_protocol is not implemented on http listeners yet"}}},
+		{"accept_proxy_protocol without trusted_proxies", inHTTPListener(`accept_proxy_protocol = true`), []want{{5, "accept_proxy_protocol needs trusted_proxies"}}},
 		{"cert without key", inHTTPListener(`tls_cert_file = "` + testCert + `"`), []want{{5, "tls_cert_file needs tls_key_file: set both to terminate TLS, or neither"}}},
 		{"key without cert", inHTTPListener(`tls_key_file = "` + testKey + `"`), []want{{5, "tls_key_file needs tls_cert_file"}}},
 		{"cert file missing", inHTTPListener(`tls_cert_file = "testdata/http/nope.pem"`, `tls_key_file = "`+testKey+`"`), []want{{5, `tls_cert_file "testdata/http/nope.pem": no such file or directory`}}},
@@ -228,6 +227,7 @@ func TestHTTPParseAccepts(t *testing.T) {
 			return ""
 		}},
 		{desc: "empty tls files mean none", in: inHTTPListener(`tls_cert_file = ""`, `tls_key_file = ""`)},
+		{desc: "accept_proxy_protocol on http", in: inHTTPListener(`accept_proxy_protocol = true`, `trusted_proxies = ["10.0.0.0/8"]`, `max_connections = 100`)},
 		{desc: "trusted_proxies alone on http", in: inHTTPListener(`trusted_proxies = ["10.0.0.0/8"]`)},
 		{desc: "http and udp on one port", in: doc(httpListenerLines, httpRouteLines, []string{`[[listener]]`, `name = "u"`, `bind = "127.0.0.1:8080"`, `protocol = "udp"`, `pool = "p"`}, poolLines)},
 		{desc: "burst defaults to rate rounded up", in: inRoute(`rate_limit = { rate = 2.5 }`), check: func(c *Config) string {

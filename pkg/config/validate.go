@@ -331,16 +331,6 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 		for j := range r.Route {
 			v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] is not implemented yet", s.what)
 		}
-	} else {
-		// Parts of the http mode that the server does not do yet.
-		if l.Protocol == ProtocolHTTP {
-			if r.AcceptProxyProtocol.Set {
-				s.errorf("accept_proxy_protocol", "accept_proxy_protocol is not implemented on http listeners yet")
-			}
-			if r.MaxConnections.Set {
-				s.errorf("max_connections", "max_connections is not implemented on http listeners yet")
-			}
-		}
 	}
 
 	if bind, ok := s.given("bind", r.Bind); ok {

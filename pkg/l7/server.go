@@ -109,6 +109,9 @@ type Config struct {
 	Retries int
 	// Now is the clock for rate limits and auth; nil means time.Now.
 	Now func() time.Time
+	// MaxConnections caps the listener's open client connections; 0 is
+	// unlimited. It is fixed when the Server is made.
+	MaxConnections int
 	// AccessLog, when not nil, receives one info record per request:
 	// method, host, path, route, status, bytes, duration, backend and
 	// client address.
@@ -176,6 +179,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		Logger:                        fasthttpLogger{log},
+		// Past it, a new connection is answered 503 and closed.
+		Concurrency: c.MaxConnections,
 	}
 	return s, nil
 }

@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l7"
@@ -67,6 +70,7 @@ func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verif
 		ConnectTimeout: lc.ConnectTimeout,
 		Retries:        lc.Retries,
 		LoopBase:       s.engine.Loops(),
+		MaxConnections: lc.MaxConnections,
 	}
 	if lc.AccessLog {
 		c.AccessLog = s.log.With("log", "access")
@@ -110,6 +114,28 @@ func (s *Server) startHTTP(lc config.Listener, c l7.Config) (*httpListener, erro
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
 	h := &httpListener{name: lc.Name, bind: lc.Bind, ln: ln, srv: srv, done: make(chan struct{})}
+	if lc.AcceptProxyProtocol {
+		// The PROXY header comes first, before TLS: only from the trusted
+		// proxies, within a deadline; anything else closes that
+		// connection alone. The header's source becomes the client.
+		trustedNets := lc.TrustedProxies
+		ln = &proxyproto.Listener{
+			Listener:          ln,
+			ReadHeaderTimeout: 5 * time.Second,
+			ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+				if a, ok := o.Upstream.(*net.TCPAddr); ok {
+					ip, _ := netip.AddrFromSlice(a.IP)
+					for _, p := range trustedNets {
+						if p.Contains(ip.Unmap()) {
+							return proxyproto.REQUIRE, nil
+						}
+					}
+				}
+				// Closes this connection; the listener goes on.
+				return proxyproto.REJECT, proxyproto.ErrInvalidUpstream
+			},
+		}
+	}
 	if lc.TLSCertFile != "" {
 		cert, err := loadCert(lc)
 		if err != nil {

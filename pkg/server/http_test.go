@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -225,5 +226,101 @@ algorithm = "wrr"
 				t.Log(l)
 			}
 		}
+	}
+}
+
+// TestHTTPProxyHeaderAndLimit: an http listener behind a trusted load
+// balancer takes the client from the PROXY header (X-Forwarded-For shows
+// it), refuses connections from elsewhere, and answers 503 past
+// max_connections.
+func TestHTTPProxyHeaderAndLimit(t *testing.T) {
+	dir := t.TempDir()
+	xff := make(chan string, 4)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		xff <- r.Header.Get("X-Forwarded-For")
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	front := nettest.FreePort(t)
+	text := fmt.Sprintf(`[global]
+admin_socket = %q
+metrics_listen = ""
+[[listener]]
+name = "edge"
+bind = %q
+protocol = "http"
+accept_proxy_protocol = true
+trusted_proxies = ["127.0.0.1/32"]
+max_connections = 1
+  [[listener.route]]
+  pool = "web"
+[[pool]]
+name = "web"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(dir, "admin.sock"), front, l.Addr().String())
+	newReloadFixture(t, text)
+
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: edge\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("through a trusted proxy: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if got := <-xff; got != "203.0.113.9" {
+		t.Fatalf("X-Forwarded-For %q, want the PROXY header's client", got)
+	}
+	// c is still open (keep-alive): a second connection is past
+	// max_connections.
+	c2, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c2, "PROXY TCP4 203.0.113.10 127.0.0.1 5556 80\r\nGET / HTTP/1.1\r\nHost: edge\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c2), nil); err == nil && resp.StatusCode != 503 {
+		t.Fatalf("past max_connections: %d", resp.StatusCode)
+	}
+	c.Close()
+	// From an untrusted address the connection is closed unserved.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u, err := d.Dial("tcp", front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(u, "PROXY TCP4 203.0.113.11 127.0.0.1 5557 80\r\nGET / HTTP/1.1\r\nHost: edge\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(u), nil)
+		u.Close()
+		if err == nil && resp.StatusCode == 503 && time.Now().Before(deadline) {
+			continue // the first connection has not been released yet
+		}
+		if err == nil {
+			t.Fatalf("untrusted source served: %d", resp.StatusCode)
+		}
+		break
+	}
+	select {
+	case got := <-xff:
+		t.Fatalf("backend reached from an untrusted source (%q)", got)
+	default:
 	}
 }
