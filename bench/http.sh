@@ -115,13 +115,6 @@ TMP=$(mktemp -d /tmp/lbd-bench-http.XXXXXX)
 STARTED=()
 LAST_PID=
 
-cleanup() {
-	local rc=$? pid
-	trap - EXIT INT TERM
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	rm -rf "$TMP"
-	exit "$rc"
-}
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
@@ -179,19 +172,6 @@ front_port() {
 	nginx) echo $((PORT_BASE + 25)) ;;
 	lbd) echo $((PORT_BASE + 35 + off)) ;;
 	esac
-}
-
-listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
-
-# wait_listen PORT PID SECONDS: wait until PORT listens; fail early if PID dies.
-wait_listen() {
-	local port=$1 pid=$2 i
-	for ((i = 0; i < $3 * 20; i++)); do
-		listening "$port" && return 0
-		alive "$pid" || return 1
-		sleep 0.05
-	done
-	return 1
 }
 
 ALL_PORTS=("${BACKENDS[@]}" $((PORT_BASE + 15)) $((PORT_BASE + 16)) $((PORT_BASE + 25)) $((PORT_BASE + 35)) $((PORT_BASE + 36)))
@@ -504,8 +484,6 @@ declare -A VAL     # "metric|system" -> values of all rounds, space-separated
 declare -A CMDLINE # "mode|system" -> client command of the first round
 ROWS=()            # per-round table rows
 
-add_val() { VAL[$1|$2]="${VAL[$1|$2]:-}${VAL[$1|$2]:+ }$3"; }
-
 # load_begin; ...; load_end TAG SYSTEM ROUND: the proxy's CPU use during one
 # load in L_CPU, that of every other process on its core in L_OTHER (flagged
 # above 10%: a shared proxy core makes the figure worthless), and how busy
@@ -530,26 +508,6 @@ load_end() {
 	if [[ $2 != direct && $L_OTHER -gt 10 ]]; then
 		warn "$1/$2 round $3: other processes used ${L_OTHER}% of CPU $PROXY_CPU during the load, so this figure is unreliable"
 	fi
-}
-
-# show_cmd ARGS...: the command line for the report, quoting arguments with spaces.
-show_cmd() {
-	local a out=()
-	for a in "$@"; do
-		if [[ $a == *" "* ]]; then out+=("\"$a\""); else out+=("$a"); fi
-	done
-	echo "${out[*]}"
-}
-
-# to_ms VALUE_WITH_UNIT: wrk's "123.45us" / "1.23ms" / "1.00s" / "1.00m" in ms.
-to_ms() {
-	awk -v v="$1" 'BEGIN{
-		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v/1000 }
-		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v*60000 }
-		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v*1000 }
-		else { exit 1 }
-	}'
 }
 
 # ---------------------------------------------------------------- workloads
@@ -681,8 +639,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ------------------------------------------------------------------ report
-
-minmax() { awk '{for (i = 1; i <= NF; i++) print $i}' <<<"$1" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END{if (NR) print a, b}'; }
 
 declare -A MED
 for mode in plain jwt; do

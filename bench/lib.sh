@@ -185,3 +185,48 @@ ratio() {
 sysname() {
 	case $1 in direct) echo "direct" ;; haproxy) echo "HAProxy" ;; nginx) echo "nginx" ;; lbd) echo "lbd" ;; esac
 }
+
+cleanup() {
+	local rc=$? pid
+	trap - EXIT INT TERM
+	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+	rm -rf "$TMP"
+	exit "$rc"
+}
+
+listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+
+# wait_listen PORT PID SECONDS: wait until PORT listens; fail early if PID dies.
+wait_listen() {
+	local port=$1 pid=$2 i
+	for ((i = 0; i < $3 * 20; i++)); do
+		listening "$port" && return 0
+		alive "$pid" || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+add_val() { VAL[$1|$2]="${VAL[$1|$2]:-}${VAL[$1|$2]:+ }$3"; }
+
+# show_cmd ARGS...: the command line for the report, quoting arguments with spaces.
+show_cmd() {
+	local a out=()
+	for a in "$@"; do
+		if [[ $a == *" "* ]]; then out+=("\"$a\""); else out+=("$a"); fi
+	done
+	echo "${out[*]}"
+}
+
+# to_ms VALUE_WITH_UNIT: wrk's "123.45us" / "1.23ms" / "1.00s" / "1.00m" in ms.
+to_ms() {
+	awk -v v="$1" 'BEGIN{
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v/1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v*60000 }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v*1000 }
+		else { exit 1 }
+	}'
+}
+
+minmax() { awk '{for (i = 1; i <= NF; i++) print $i}' <<<"$1" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END{if (NR) print a, b}'; }

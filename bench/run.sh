@@ -135,13 +135,6 @@ TMP=$(mktemp -d /tmp/lbd-bench.XXXXXX)
 STARTED=()
 LAST_PID=
 
-cleanup() {
-	local rc=$? pid
-	trap - EXIT INT TERM
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	rm -rf "$TMP"
-	exit "$rc"
-}
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
@@ -213,19 +206,6 @@ front_port() {
 	else
 		echo $(($(sys_base "$1") + off))
 	fi
-}
-
-listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
-
-# wait_listen PORT PID SECONDS: wait until PORT listens; fail early if PID dies.
-wait_listen() {
-	local port=$1 pid=$2 i
-	for ((i = 0; i < $3 * 20; i++)); do
-		listening "$port" && return 0
-		alive "$pid" || return 1
-		sleep 0.05
-	done
-	return 1
 }
 
 check_ports_free() {
@@ -441,7 +421,6 @@ declare -A CPU     # "metric|system" -> proxy CPU % of all rounds
 declare -A OTHER   # "metric|system" -> CPU % of other processes on the proxy core
 declare -A CMDLINE # "metric|system" -> client command of the first round
 
-add_val() { VAL[$1|$2]="${VAL[$1|$2]:-}${VAL[$1|$2]:+ }$3"; }
 add_cpu() { CPU[$1|$2]="${CPU[$1|$2]:-}${CPU[$1|$2]:+ }$3"; }
 add_other() { OTHER[$1|$2]="${OTHER[$1|$2]:-}${OTHER[$1|$2]:+ }$3"; }
 
@@ -465,26 +444,6 @@ load_end() {
 	if [[ $2 != direct && $other -gt 10 ]]; then
 		warn "$1/$2 round $3: other processes used ${other}% of CPU $PROXY_CPU during the load, so this figure is unreliable"
 	fi
-}
-
-# show_cmd ARGS...: the command line for the report, quoting arguments with spaces.
-show_cmd() {
-	local a out=()
-	for a in "$@"; do
-		if [[ $a == *" "* ]]; then out+=("\"$a\""); else out+=("$a"); fi
-	done
-	echo "${out[*]}"
-}
-
-# to_ms VALUE_WITH_UNIT: wrk's "123.45us" / "1.23ms" / "1.00s" / "1.00m" in ms.
-to_ms() {
-	awk -v v="$1" 'BEGIN{
-		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v/1000 }
-		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v*60000 }
-		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v*1000 }
-		else { exit 1 }
-	}'
 }
 
 # ---------------------------------------------------------------- workloads

@@ -592,8 +592,6 @@ done
 # ------------------------------------------------------------------ report
 
 sum() { awk '{for (i = 1; i <= NF; i++) s += $i} END{if (NF || NR) printf "%d", s}' <<<"$1"; }
-minmax() { awk '{for (i = 1; i <= NF; i++) print $i}' <<<"$1" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END{if (NR) print a, b}'; }
-
 # fmt_num METRIC VALUE
 fmt_num() {
 	[[ -z $2 ]] && {
