@@ -44,8 +44,12 @@ func newChain(s *Server) handler {
 // and records the answer.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	st := s.state.Load()
-	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx), now: st.now()}
 	start := time.Now()
+	now := start
+	if !st.realClock {
+		now = st.now()
+	}
+	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx), now: now}
 	st.chain.serve(&x)
 	took := time.Since(start)
 	if x.route != nil {
