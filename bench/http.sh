@@ -129,27 +129,7 @@ install_missing() {
 	command -v gnuplot >/dev/null || pkgs+=(gnuplot-nox)
 	command -v taskset >/dev/null || pkgs+=(util-linux)
 	command -v ss >/dev/null || pkgs+=(iproute2)
-	[[ ${#pkgs[@]} -gt 0 ]] || return 0
-
-	if [[ $NO_INSTALL == 1 ]]; then
-		die "missing packages and NO_INSTALL=1: ${pkgs[*]}"
-	fi
-	if [[ $(id -u) != 0 ]]; then
-		die "missing packages, run as root or install them: apt-get install -y ${pkgs[*]}"
-	fi
-	log "installing: ${pkgs[*]}"
-	local before_haproxy before_nginx
-	before_haproxy=$(pidof haproxy 2>/dev/null || true)
-	before_nginx=$(pidof nginx 2>/dev/null || true)
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y --no-install-recommends "${pkgs[@]}" >"$WORK/apt.log" 2>&1; then
-		log "apt-get install failed, running apt-get update first"
-		apt-get update >>"$WORK/apt.log" 2>&1 || die "apt-get update failed, see $WORK/apt.log"
-		apt-get install -y --no-install-recommends "${pkgs[@]}" >>"$WORK/apt.log" 2>&1 ||
-			die "apt-get install ${pkgs[*]} failed, see $WORK/apt.log"
-	fi
-	stop_new_service haproxy "$before_haproxy"
-	stop_new_service nginx "$before_nginx"
+	apt_install "${pkgs[@]}"
 }
 
 install_missing

@@ -230,3 +230,29 @@ to_ms() {
 }
 
 minmax() { awk '{for (i = 1; i <= NF; i++) print $i}' <<<"$1" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END{if (NR) print a, b}'; }
+
+# apt_install PKG...: install the packages a benchmark lacks (nothing when
+# none), with apt-get update only if a first try fails; stop any haproxy or
+# nginx service that the install started, leaving processes that ran before.
+apt_install() {
+	[[ $# -gt 0 ]] || return 0
+	if [[ $NO_INSTALL == 1 ]]; then
+		die "missing packages and NO_INSTALL=1: $*"
+	fi
+	if [[ $(id -u) != 0 ]]; then
+		die "missing packages, run as root or install them: apt-get install -y $*"
+	fi
+	log "installing: $*"
+	local before_haproxy before_nginx
+	before_haproxy=$(pidof haproxy 2>/dev/null || true)
+	before_nginx=$(pidof nginx 2>/dev/null || true)
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y --no-install-recommends "$@" >"$WORK/apt.log" 2>&1; then
+		log "apt-get install failed, running apt-get update first"
+		apt-get update >>"$WORK/apt.log" 2>&1 || die "apt-get update failed, see $WORK/apt.log"
+		apt-get install -y --no-install-recommends "$@" >>"$WORK/apt.log" 2>&1 ||
+			die "apt-get install $* failed, see $WORK/apt.log"
+	fi
+	stop_new_service haproxy "$before_haproxy"
+	stop_new_service nginx "$before_nginx"
+}
