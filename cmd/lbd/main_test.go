@@ -120,6 +120,23 @@ algorithm = "wrr"
 	return cmd, bind
 }
 
+// openThrough opens a connection through lbd at bind and waits until it
+// reaches the echo backend (one byte there and back).
+func openThrough(t *testing.T, bind string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func exitCode(t *testing.T, cmd *exec.Cmd, within time.Duration) (int, time.Duration) {
 	start := time.Now()
 	done := make(chan error, 1)
@@ -220,13 +237,7 @@ func TestShutdownDuringTransfer(t *testing.T) {
 func TestShutdownTimeout(t *testing.T) {
 	bin := lbdBinary(t)
 	cmd, bind := startRun(t, bin, nettest.EchoTCP(t), "300ms")
-	c, err := net.Dial("tcp", bind)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("x"))
-	io.ReadFull(c, make([]byte, 1))
+	c := openThrough(t, bind)
 	cmd.Process.Signal(syscall.SIGTERM)
 	code, took := exitCode(t, cmd, 10*time.Second)
 	if code != 0 || took < 250*time.Millisecond {
@@ -242,13 +253,7 @@ func TestShutdownTimeout(t *testing.T) {
 func TestSecondSignal(t *testing.T) {
 	bin := lbdBinary(t)
 	cmd, bind := startRun(t, bin, nettest.EchoTCP(t), "1m")
-	c, err := net.Dial("tcp", bind)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("x"))
-	io.ReadFull(c, make([]byte, 1))
+	openThrough(t, bind) // an open connection that would hold the shutdown for a minute
 	cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(100 * time.Millisecond) // two distinct signals, not one coalesced
 	cmd.Process.Signal(syscall.SIGTERM)
