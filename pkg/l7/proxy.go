@@ -71,14 +71,16 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 			}
 			return conn, nil
 		},
-		MaxConns:                      MaxConnsPerBackend,
-		MaxIdleConnDuration:           MaxIdleConnDuration,
-		MaxConnWaitTimeout:            cfg.ConnectTimeout,
-		ReadTimeout:                   cfg.ReadTimeout,
-		WriteTimeout:                  cfg.WriteTimeout,
-		MaxResponseBodySize:           0,
-		NoDefaultUserAgentHeader:      true,
-		DisableHeaderNamesNormalizing: true,
+		MaxConns:                 MaxConnsPerBackend,
+		MaxIdleConnDuration:      MaxIdleConnDuration,
+		MaxConnWaitTimeout:       cfg.ConnectTimeout,
+		ReadTimeout:              cfg.ReadTimeout,
+		WriteTimeout:             cfg.WriteTimeout,
+		MaxResponseBodySize:      0,
+		NoDefaultUserAgentHeader: true,
+		// As on the client side (see New): a backend's lower-case
+		// keep-alive or Connection-named header must be found by Del.
+		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		// A keep-alive connection the backend closed while idle fails
 		// before any response byte; fasthttp retries that once on a new

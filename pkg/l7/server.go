@@ -166,18 +166,22 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.state.Store(st)
 	c := st.cfg
 	s.srv = &fasthttp.Server{
-		Handler:                       s.serveHTTP,
-		ErrorHandler:                  s.parseError,
-		Name:                          "",
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		NoDefaultDate:                 true,
-		ReadBufferSize:                c.MaxHeaderBytes,
-		MaxRequestBodySize:            c.MaxBodyBytes,
-		ReadTimeout:                   c.ReadTimeout,
-		WriteTimeout:                  c.WriteTimeout,
-		IdleTimeout:                   c.IdleTimeout,
-		DisableHeaderNamesNormalizing: true,
+		Handler:               s.serveHTTP,
+		ErrorHandler:          s.parseError,
+		Name:                  "",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		NoDefaultDate:         true,
+		ReadBufferSize:        c.MaxHeaderBytes,
+		MaxRequestBodySize:    c.MaxBodyBytes,
+		ReadTimeout:           c.ReadTimeout,
+		WriteTimeout:          c.WriteTimeout,
+		IdleTimeout:           c.IdleTimeout,
+		// Header names are normalised to their canonical case, and so are
+		// the names given to Peek and Del. Left as the client sent them, a
+		// lower-case x-forwarded-for, keep-alive or claim header would
+		// escape every exact-name Del and reach the backend.
+		DisableHeaderNamesNormalizing: false,
 		DisablePreParseMultipartForm:  true,
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
