@@ -27,6 +27,9 @@ type exchange struct {
 	backend string
 	// upgrade marks a WebSocket upgrade, which proxyStage tunnels.
 	upgrade bool
+	// headers are the headers of headerSet the request carries, found by
+	// the framing stage; proxyStage removes only those.
+	headers headerSet
 }
 
 // handler is one stage of the chain. A stage either answers the request
@@ -93,11 +96,18 @@ type framingStage struct{ next handler }
 
 func (f framingStage) serve(x *exchange) {
 	h := &x.ctx.Request.Header
-	if reason := badFraming(h.RawHeaders()); reason != "" {
+	reason, seen := badFraming(h.RawHeaders())
+	if reason != "" {
 		x.st.reject(x, reasonFraming)
 		x.ctx.Error("bad request: "+reason, fasthttp.StatusBadRequest)
 		x.ctx.SetConnectionClose()
 		return
+	}
+	x.headers = seen
+	if seen&hdrTransferEncoding != 0 {
+		// A chunked body may end in trailer fields, which fasthttp may
+		// merge into the header: assume every header is there.
+		x.headers = hdrAll
 	}
 	if up := h.Peek("Upgrade"); len(up) > 0 {
 		// WebSocket goes on through routing, auth and rate limits, then
@@ -121,19 +131,20 @@ func (f framingStage) serve(x *exchange) {
 }
 
 // badFraming checks the raw header block (the bytes after the request line,
-// up to and including the empty line) and returns why it is refused, or "".
+// up to and including the empty line) and returns why it is refused, or "",
+// and the headers of headerSet that the block holds.
 // It refuses obs-fold lines, bare LF line ends, Content-Length together with
 // Transfer-Encoding, more than one Content-Length or Transfer-Encoding line,
 // and a Transfer-Encoding other than exactly "chunked".
-func badFraming(raw []byte) string {
+func badFraming(raw []byte) (reason string, seen headerSet) {
 	var cl, te int
 	for len(raw) > 0 {
 		i := bytes.IndexByte(raw, '\n')
 		if i < 0 {
-			return "unterminated header line"
+			return "unterminated header line", seen
 		}
 		if i == 0 || raw[i-1] != '\r' {
-			return "bare LF"
+			return "bare LF", seen
 		}
 		line := raw[:i-1]
 		raw = raw[i+1:]
@@ -141,36 +152,69 @@ func badFraming(raw []byte) string {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return "obs-fold"
+			return "obs-fold", seen
 		}
 		if bytes.IndexByte(line, '\r') >= 0 {
-			return "bare CR"
+			return "bare CR", seen
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon < 0 {
-			return "malformed header line"
+			return "malformed header line", seen
 		}
 		name := line[:colon]
-		value := bytes.Trim(line[colon+1:], " \t")
-		switch {
-		case asciiEqualFold(name, "Content-Length"):
+		if !isToken(name) {
+			// RFC 9112 section 5.1: no space before the colon. A name
+			// another parser would trim must not slip past headerBit.
+			return "malformed header name", seen
+		}
+		bit := headerBit(name)
+		seen |= bit
+		switch bit {
+		case hdrContentLength:
 			cl++
-		case asciiEqualFold(name, "Transfer-Encoding"):
+		case hdrTransferEncoding:
 			te++
-			if !asciiEqualFold(value, "chunked") {
-				return "unsupported transfer-encoding"
+			if !asciiEqualFold(bytes.Trim(line[colon+1:], " \t"), "chunked") {
+				return "unsupported transfer-encoding", seen
 			}
 		}
 	}
 	switch {
 	case cl > 0 && te > 0:
-		return "content-length with transfer-encoding"
+		return "content-length with transfer-encoding", seen
 	case cl > 1:
-		return "duplicate content-length"
+		return "duplicate content-length", seen
 	case te > 1:
-		return "duplicate transfer-encoding"
+		return "duplicate transfer-encoding", seen
 	}
-	return ""
+	return "", seen
+}
+
+// tchar marks the bytes of an RFC 9110 token.
+var tchar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tchar[c] {
+			return false
+		}
+	}
+	return true
 }
 
 // routeStage picks the route: 404 when none matches.
@@ -206,6 +250,9 @@ func (a authStage) serve(x *exchange) {
 	fwd := v.ForwardHeaders()
 	for _, f := range fwd {
 		h.Del(f.Header)
+		// Should a claim be forwarded under a header the proxy also
+		// rewrites, that header is handled as if the client sent it.
+		x.headers |= headerBit([]byte(f.Header))
 	}
 	claims, err := v.Verify(string(h.Peek("Authorization")), x.now)
 	if err != nil {

@@ -137,9 +137,35 @@ func TestBadFraming(t *testing.T) {
 		{"bare cr", "X: a\rb\r\n\r\n", "bare CR"},
 		{"no colon", "Xa\r\n\r\n", "malformed header line"},
 		{"unterminated", "X: a", "unterminated header line"},
+		{"space before colon", "X-Forwarded-For : 1.2.3.4\r\n\r\n", "malformed header name"},
+		{"tab before colon", "Connection\t: x\r\n\r\n", "malformed header name"},
+		{"empty name", ": x\r\n\r\n", "malformed header name"},
+		{"non-token name", "X(y): z\r\n\r\n", "malformed header name"},
 	} {
-		if got := badFraming([]byte(tc.raw)); got != tc.want {
+		if got, _ := badFraming([]byte(tc.raw)); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.desc, got, tc.want)
+		}
+	}
+}
+
+func TestHeaderSet(t *testing.T) {
+	raw := "Host: h\r\nx-forwarded-for: 1\r\nKEEP-ALIVE: 2\r\nConnection: x\r\nTe: t\r\nX-Forwarded-Hosts: no\r\nForwarded: f\r\n\r\n"
+	reason, seen := badFraming([]byte(raw))
+	if want := hdrXForwardedFor | hdrKeepAlive | hdrConnection | hdrTE | hdrForwarded; reason != "" || seen != want {
+		t.Errorf("badFraming = %q, %b; want %b", reason, seen, want)
+	}
+	for i, name := range headerNames {
+		bit := headerSet(1) << i
+		if bit.name() != name || headerBit([]byte(name)) != bit || headerBit([]byte(strings.ToLower(name))) != bit {
+			t.Errorf("%s: bit %b, name %q", name, headerBit([]byte(name)), bit.name())
+		}
+	}
+	if hdrAll != 1<<len(headerNames)-1 {
+		t.Errorf("hdrAll %b for %d names", hdrAll, len(headerNames))
+	}
+	for _, n := range []string{"", "X", "Host", "Connections", "X-Forwarded-Fo"} {
+		if b := headerBit([]byte(n)); b != 0 {
+			t.Errorf("%q: bit %b", n, b)
 		}
 	}
 }

@@ -126,13 +126,6 @@ func idempotent(m []byte) bool {
 	return false
 }
 
-// hopHeaders are the hop-by-hop headers of RFC 9110 section 7.6.1, plus the
-// legacy ones, removed in both directions.
-var hopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
-	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
-}
-
 // proxyStage forwards the request to a backend of the route's pool.
 type proxyStage struct{ s *Server }
 
@@ -200,7 +193,7 @@ func (p *proxyStage) serve(x *exchange) {
 		r.Pool.ConnectSucceeded(b)
 		x.backend = b.Name
 		stats.BytesToClient.Add(uint64(resp.Header.Len() + max(bodyLen(resp), 0)))
-		stripHop(&resp.Header)
+		stripHop(&resp.Header, hdrConnection|hdrHop)
 		// The backend's Connection: close concerns its own connection, not
 		// the client's.
 		resp.Header.ResetConnectionClose()
@@ -214,7 +207,7 @@ func (p *proxyStage) serve(x *exchange) {
 // prepareRequest strips hop-by-hop headers and sets X-Forwarded-*.
 func (p *proxyStage) prepareRequest(x *exchange) {
 	h := &x.ctx.Request.Header
-	stripHop(h)
+	stripHop(h, x.headers)
 	// The client's Connection: close is for the client's connection; the
 	// server has already noted it.
 	h.ResetConnectionClose()
@@ -223,7 +216,8 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 	x.ctx.Request.URI().SetScheme("http")
 
 	trusted := x.st.isTrusted(x.peer.Addr())
-	peer := x.peer.Addr().String()
+	var buf [64]byte
+	peer := x.peer.Addr().AppendTo(buf[:0])
 	if trusted {
 		var chain []byte
 		for _, v := range h.PeekAll("X-Forwarded-For") {
@@ -239,20 +233,17 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 		h.Del("X-Forwarded-For")
 		h.SetBytesV("X-Forwarded-For", chain)
 	} else {
-		h.Del("X-Forwarded-For")
-		h.Del("X-Forwarded-Proto")
-		h.Del("X-Forwarded-Host")
-		h.Del("Forwarded")
-		h.Set("X-Forwarded-For", peer)
+		del(h, x.headers, hdrXForwardedFor|hdrXForwardedProto|hdrXForwardedHost|hdrForwarded)
+		h.SetBytesV("X-Forwarded-For", peer)
 	}
-	if len(h.Peek("X-Forwarded-Proto")) == 0 {
+	if !trusted || x.headers&hdrXForwardedProto == 0 || len(h.Peek("X-Forwarded-Proto")) == 0 {
 		if x.ctx.IsTLS() {
 			h.Set("X-Forwarded-Proto", "https")
 		} else {
 			h.Set("X-Forwarded-Proto", "http")
 		}
 	}
-	if len(h.Peek("X-Forwarded-Host")) == 0 && len(h.Host()) > 0 {
+	if (!trusted || x.headers&hdrXForwardedHost == 0 || len(h.Peek("X-Forwarded-Host")) == 0) && len(h.Host()) > 0 {
 		h.SetBytesV("X-Forwarded-Host", h.Host())
 	}
 }
@@ -263,9 +254,20 @@ type headerMap interface {
 	Del(key string)
 }
 
+// del removes the headers of which that present says are there.
+func del(h headerMap, present, which headerSet) {
+	for s := present & which; s != 0; s &= s - 1 {
+		h.Del((s & -s).name())
+	}
+}
+
 // stripHop removes the hop-by-hop headers and every header named in
-// Connection.
-func stripHop(h headerMap) {
+// Connection, of those that present says are there.
+func stripHop(h headerMap, present headerSet) {
+	del(h, present, hdrHop)
+	if present&hdrConnection == 0 {
+		return
+	}
 	var named []string
 	for _, v := range h.PeekAll("Connection") {
 		for len(v) > 0 {
@@ -284,9 +286,7 @@ func stripHop(h headerMap) {
 	for _, n := range named {
 		h.Del(n)
 	}
-	for _, n := range hopHeaders {
-		h.Del(n)
-	}
+	h.Del("Connection")
 }
 
 func indexByte(b []byte, c byte) int {
