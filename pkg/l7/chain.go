@@ -22,7 +22,9 @@ type exchange struct {
 	route  *liveRoute // set by routeStage
 	claims *auth.Claims
 	peer   netip.AddrPort
-	now    time.Time
+	// now is the request's time for auth and rate limits, read on first
+	// use (see clock): most routes need none.
+	now time.Time
 	// backend is the backend that answered, for the access log.
 	backend string
 	// upgrade marks a WebSocket upgrade, which proxyStage tunnels.
@@ -47,14 +49,10 @@ func newChain(s *Server) handler {
 // and records the answer.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	st := s.state.Load()
-	start := time.Now()
-	now := start
-	if !st.realClock {
-		now = st.now()
-	}
-	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx), now: now}
+	start := monotonic()
+	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx)}
 	st.chain.serve(&x)
-	took := time.Since(start)
+	took := monotonic() - start
 	if x.route != nil {
 		x.route.stats.observe(ctx.Response.StatusCode(), took)
 	}
@@ -76,6 +74,21 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 			slog.String("client", x.peer.String()),
 		)
 	}
+}
+
+// clockBase anchors monotonic.
+var clockBase = time.Now()
+
+// monotonic reads the monotonic clock alone: one clock read where
+// time.Now takes two.
+func monotonic() time.Duration { return time.Since(clockBase) }
+
+// clock is the request's time for auth and rate limits, read once.
+func (x *exchange) clock() time.Time {
+	if x.now.IsZero() {
+		x.now = x.st.now()
+	}
+	return x.now
 }
 
 func peerOf(ctx *fasthttp.RequestCtx) netip.AddrPort {
@@ -254,7 +267,7 @@ func (a authStage) serve(x *exchange) {
 		// rewrites, that header is handled as if the client sent it.
 		x.headers |= headerBit([]byte(f.Header))
 	}
-	claims, err := v.Verify(string(h.Peek("Authorization")), x.now)
+	claims, err := v.Verify(string(h.Peek("Authorization")), x.clock())
 	if err != nil {
 		x.st.reject(x, reasonAuth)
 		x.ctx.Error("unauthorized", fasthttp.StatusUnauthorized) // resets the headers
@@ -284,7 +297,7 @@ func (l limitStage) serve(x *exchange) {
 		l.next.serve(x)
 		return
 	}
-	ok, after := lim.Allow(limitKey(x), x.now)
+	ok, after := lim.Allow(limitKey(x), x.clock())
 	if !ok {
 		x.st.reject(x, reasonRateLimit)
 		secs := int64((after + time.Second - 1) / time.Second)

@@ -139,21 +139,30 @@ func scriptedBackend(t *testing.T, resp string) string {
 }
 
 func TestHeaderCaseResponse(t *testing.T) {
-	be := scriptedBackend(t, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-resp-hop\r\nx-resp-hop: 1\r\n"+
-		"keep-alive: timeout=5\r\nproxy-authenticate: Basic\r\nx-end: e\r\n\r\nok")
-	p := testPool(t, "wrr", mustAddrPort(t, be))
-	_, addr := startServer(t, Config{Routes: simpleRoutes(p)})
-	resp, body, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-End") != "e" {
-		t.Fatalf("response %d %q %v", resp.StatusCode, body, resp.Header)
-	}
-	for _, h := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Authenticate"} {
-		if v := resp.Header.Values(h); len(v) > 0 {
-			t.Errorf("client got %s: %q", h, v)
-		}
-	}
-	if v := resp.Header.Values("Connection"); len(v) > 0 && !strings.EqualFold(v[0], "keep-alive") {
-		t.Errorf("client got Connection %q", v)
+	for _, tc := range []struct{ desc, resp string }{
+		{"content-length", "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-resp-hop\r\nx-resp-hop: 1\r\n" +
+			"keep-alive: timeout=5\r\nproxy-authenticate: Basic\r\nx-end: e\r\n\r\nok"},
+		{"chunked", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: x-resp-hop\r\nx-resp-hop: 1\r\n" +
+			"keep-alive: timeout=5\r\nproxy-authenticate: Basic\r\nx-end: e\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
+		{"no hop headers", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-End: e\r\n\r\nok"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			be := scriptedBackend(t, tc.resp)
+			p := testPool(t, "wrr", mustAddrPort(t, be))
+			_, addr := startServer(t, Config{Routes: simpleRoutes(p)})
+			resp, body, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-End") != "e" {
+				t.Fatalf("response %d %q %v", resp.StatusCode, body, resp.Header)
+			}
+			for _, h := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Authenticate"} {
+				if v := resp.Header.Values(h); len(v) > 0 {
+					t.Errorf("client got %s: %q", h, v)
+				}
+			}
+			if v := resp.Header.Values("Connection"); len(v) > 0 && !strings.EqualFold(v[0], "keep-alive") {
+				t.Errorf("client got Connection %q", v)
+			}
+		})
 	}
 }
 

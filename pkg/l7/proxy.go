@@ -193,7 +193,7 @@ func (p *proxyStage) serve(x *exchange) {
 		r.Pool.ConnectSucceeded(b)
 		x.backend = b.Name
 		stats.BytesToClient.Add(uint64(resp.Header.Len() + max(bodyLen(resp), 0)))
-		stripHop(&resp.Header, hdrConnection|hdrHop)
+		stripHop(&resp.Header, responseHeaders(&resp.Header))
 		// The backend's Connection: close concerns its own connection, not
 		// the client's.
 		resp.Header.ResetConnectionClose()
@@ -246,6 +246,23 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 	if (!trusted || x.headers&hdrXForwardedHost == 0 || len(h.Peek("X-Forwarded-Host")) == 0) && len(h.Host()) > 0 {
 		h.SetBytesV("X-Forwarded-Host", h.Host())
 	}
+}
+
+// responseHeaders are the headers of headerSet that a backend's response
+// carries: all of them for a chunked one, whose trailer fields fasthttp may
+// keep apart from the header.
+func responseHeaders(h *fasthttp.ResponseHeader) headerSet {
+	if h.ContentLength() == -1 {
+		return hdrAll
+	}
+	var seen headerSet
+	for k := range h.All() {
+		seen |= headerBit(k)
+	}
+	if seen&hdrTrailer != 0 {
+		return hdrAll
+	}
+	return seen
 }
 
 // headerMap is what stripHop needs of a request or response header.

@@ -140,11 +140,8 @@ type state struct {
 	routes  []liveRoute
 	trusted []netip.Prefix
 	now     func() time.Time
-	// realClock is set when now is time.Now: the request's start time then
-	// serves as its "now" too, one clock read fewer per request.
-	realClock bool
-	chain     handler
-	owner     *listenerStats
+	chain   handler
+	owner   *listenerStats
 }
 
 // liveRoute is a Route with its counters.
@@ -216,8 +213,7 @@ func (s *Server) build(cfg Config) (*state, error) {
 	if cfg.Retries < 0 {
 		return nil, fmt.Errorf("%w: listener %q: negative retries", ErrConfig, cfg.Name)
 	}
-	realClock := cfg.Now == nil
-	if realClock {
+	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	specs := make([]route.Spec, len(cfg.Routes))
@@ -239,7 +235,7 @@ func (s *Server) build(cfg Config) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
 	}
-	st := &state{cfg: cfg, table: table, routes: routes, trusted: cfg.TrustedProxies, now: cfg.Now, realClock: realClock, owner: s.stats}
+	st := &state{cfg: cfg, table: table, routes: routes, trusted: cfg.TrustedProxies, now: cfg.Now, owner: s.stats}
 	st.chain = newChain(s)
 	return st, nil
 }
