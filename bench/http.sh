@@ -4,10 +4,18 @@
 # (proxy_pass, upstream keepalive) and through lbd (protocol = "http").
 # `make bench` runs this after the UDP workload, as `bench/run.sh http`.
 #
-# Usage: bench/http.sh [plain] [jwt]      (same as: bench/run.sh http; default: both)
+# Usage: bench/http.sh [plain] [fwd] [jwt]  (same as: bench/run.sh http; default: all)
 #
 #   plain  one catch-all route to a round-robin pool of the three backend
-#          ports: requests/s, p50, p99
+#          ports: requests/s, p50, p99. The peers run bare: they add no
+#          forwarding header, while lbd always sets X-Forwarded-For, -Proto
+#          and -Host (issue 7 asks for them)
+#   fwd    the same, with HAProxy and nginx set up to do what lbd does on
+#          every request: drop the client's X-Forwarded-For and Forwarded,
+#          set X-Forwarded-For to the peer, X-Forwarded-Proto and
+#          X-Forwarded-Host; each proxy is checked to deliver exactly those
+#          headers first (lbd serves fwd on its plain listener; direct is
+#          not run)
 #   jwt    the same route behind JWT verification on every request (RS256,
 #          or HS256 with JWT_ALG=HS256); lbd ([[auth]] with a JWKS or an
 #          HMAC secret file) against HAProxy (jwt_verify and
@@ -65,15 +73,15 @@ MODES=()
 for arg in "$@"; do
 	case $arg in
 	http) ;;
-	plain | jwt) MODES+=("$arg") ;;
+	plain | fwd | jwt) MODES+=("$arg") ;;
 	-h | --help)
 		sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 		exit 0
 		;;
-	*) die "unknown argument '$arg' (expected: plain jwt)" ;;
+	*) die "unknown argument '$arg' (expected: plain fwd jwt)" ;;
 	esac
 done
-[[ ${#MODES[@]} -gt 0 ]] || MODES=(plain jwt)
+[[ ${#MODES[@]} -gt 0 ]] || MODES=(plain fwd jwt)
 has_mode() {
 	local m
 	for m in "${MODES[@]}"; do [[ $m == "$1" ]] && return 0; done
@@ -142,19 +150,20 @@ if has_system haproxy && ! command -v haproxy >/dev/null; then die "haproxy not 
 
 BACKENDS=($((PORT_BASE + 5)) $((PORT_BASE + 6)) $((PORT_BASE + 7)))
 
-# front_port SYSTEM plain|jwt: the port wrk dials for that system.
+# front_port SYSTEM plain|fwd|jwt: the port wrk dials for that system. lbd
+# always sets the forwarding headers, so its plain listener serves fwd too.
 front_port() {
 	local off=0
-	[[ $2 == jwt ]] && off=1
+	case $2 in jwt) off=1 ;; fwd) off=2 ;; esac
 	case $1 in
 	direct) echo "${BACKENDS[0]}" ;;
 	haproxy) echo $((PORT_BASE + 15 + off)) ;;
-	nginx) echo $((PORT_BASE + 25)) ;;
-	lbd) echo $((PORT_BASE + 35 + off)) ;;
+	nginx) echo $((PORT_BASE + 25 + off / 2)) ;;
+	lbd) echo $((PORT_BASE + 35 + off % 2)) ;;
 	esac
 }
 
-ALL_PORTS=("${BACKENDS[@]}" $((PORT_BASE + 15)) $((PORT_BASE + 16)) $((PORT_BASE + 25)) $((PORT_BASE + 35)) $((PORT_BASE + 36)))
+ALL_PORTS=("${BACKENDS[@]}" $((PORT_BASE + 15)) $((PORT_BASE + 16)) $((PORT_BASE + 17)) $((PORT_BASE + 25)) $((PORT_BASE + 26)) $((PORT_BASE + 35)) $((PORT_BASE + 36)))
 busy=()
 for p in "${ALL_PORTS[@]}"; do listening "$p" && busy+=("$p"); done
 if [[ ${#busy[@]} -gt 0 ]]; then
@@ -237,6 +246,11 @@ $listens        location / {
             default_type text/plain;
             return 200 "ok";
         }
+        # What the fwd probe reads: the forwarding headers as received.
+        location = /fwd {
+            default_type text/plain;
+            return 200 "\$http_x_forwarded_for|\$http_x_forwarded_proto|\$http_x_forwarded_host|\$http_forwarded";
+        }
     }
 }
 EOF
@@ -267,6 +281,16 @@ backend web
 
 frontend plain
     bind 127.0.0.1:$(front_port haproxy plain)
+    default_backend web
+
+# The forwarding headers lbd sets on every request from an untrusted peer.
+frontend fwd
+    bind 127.0.0.1:$(front_port haproxy fwd)
+    http-request del-header forwarded
+    http-request del-header x-forwarded-for
+    option forwardfor
+    http-request set-header x-forwarded-proto http
+    http-request set-header x-forwarded-host %[req.hdr(host)]
     default_backend web
 
 # $JWT_ALG verification on every request: a bearer token, alg $JWT_ALG, a
@@ -320,6 +344,19 @@ http {
             proxy_pass http://web;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+    }
+    # The forwarding headers lbd sets on every request from an untrusted peer.
+    server {
+        listen 127.0.0.1:$(front_port nginx fwd) backlog=4096;
+        location / {
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Forwarded "";
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
         }
     }
 }
@@ -393,6 +430,13 @@ PROXY_LOG=
 PROXY_SEQ=0
 LBD_SKIP_REASON=
 
+# forwarded PORT: what the backend's /fwd saw through the proxy on PORT, for a
+# client that sends forged forwarding headers.
+forwarded() {
+	curl -s -m 5 -H 'X-Forwarded-For: 6.6.6.6' -H 'Forwarded: for=6.6.6.6' -H 'X-Forwarded-Host: evil' \
+		"http://127.0.0.1:$1/fwd" 2>/dev/null || true
+}
+
 # status PORT [TOKEN]: the HTTP status of one GET /, with "Bearer TOKEN".
 status() {
 	local h=()
@@ -405,10 +449,16 @@ status() {
 probe() {
 	local port c
 	port=$(front_port "$1" "$2")
-	if [[ $2 == plain ]]; then
+	if [[ $2 == plain || $2 == fwd ]]; then
 		c=$(status "$port")
 		[[ $c == 200 ]] || {
 			log "$1: GET / on $port answered '$c', not 200"
+			return 1
+		}
+		[[ $2 == fwd ]] || return 0
+		c=$(forwarded "$port")
+		[[ $c == "127.0.0.1|http|127.0.0.1:$port|" ]] || {
+			log "$1: the backend saw forwarding headers '$c' through $port, not '127.0.0.1|http|127.0.0.1:$port|'"
 			return 1
 		}
 		return 0
@@ -550,6 +600,7 @@ measure() {
 # runs MODE SYSTEM: is SYSTEM measured in MODE?
 runs() {
 	[[ $1 == jwt && ($2 == direct || $2 == nginx) ]] && return 1
+	[[ $1 == fwd && $2 == direct ]] && return 1
 	return 0
 }
 
@@ -621,7 +672,7 @@ done
 # ------------------------------------------------------------------ report
 
 declare -A MED
-for mode in plain jwt; do
+for mode in plain fwd jwt; do
 	for m in "$mode" "$mode-p50" "$mode-p99"; do
 		for s in direct haproxy nginx lbd; do MED[$m|$s]=$(median "${VAL[$m|$s]:-}"); done
 	done
@@ -667,7 +718,7 @@ cell() {
 write_report() {
 	local md=$1 mode m s cols=() v hdr sep line r_h r_n
 	for s in direct haproxy nginx lbd; do
-		if has_system "$s" || [[ -n ${VAL[plain|$s]:-}${VAL[jwt|$s]:-} ]] || [[ $s == lbd && -n $LBD_SKIP_REASON ]]; then
+		if has_system "$s" || [[ -n ${VAL[plain|$s]:-}${VAL[fwd|$s]:-}${VAL[jwt|$s]:-} ]] || [[ $s == lbd && -n $LBD_SKIP_REASON ]]; then
 			cols+=("$s")
 		fi
 	done
@@ -683,7 +734,7 @@ write_report() {
 		echo "- Backends: one nginx (\`worker_processes 1\`) listening on 127.0.0.1:${BACKENDS[0]}, :${BACKENDS[1]} and :${BACKENDS[2]}, answering \`ok\` (2 bytes) to every request. \`direct\` is wrk against the first port alone; every proxy balances round-robin over the three ports with keep-alive to them (HAProxy \`http-reuse always\`, nginx \`upstream keepalive 128\`, lbd's pooled connections)."
 		echo "- Client: wrk, keep-alive, $WRK_CONNS connections, $WRK_THREADS thread(s), ${WRK_SECS} s, \`GET /\`."
 		echo "- Each proxy runs alone on CPU $PROXY_CPU (\`taskset -c $PROXY_CPU\`; HAProxy \`nbthread 1\`, nginx \`worker_processes 1\`, lbd \`workers = 1\` with \`GOMAXPROCS=1\`), freshly started for every measurement; wrk and the backend share CPU $CLIENT_CPU."
-		echo "- Workloads: ${MODES[*]}. \`plain\`: one catch-all route. \`jwt\`: the same route behind $JWT_ALG verification of a bearer token on every request (lbd \`[[auth]]\` with \`$(cut -d' ' -f1 <<<"$LBD_KEY")\`; HAProxy \`jwt_verify\` plus an \`exp\` check in \`http-request\` rules). Each proxy is first checked to answer 200, and for \`jwt\` 401 without a token and with a token signed by another key. nginx (open source) has no JWT verification and \`direct\` has no proxy, so neither runs \`jwt\`."
+		echo "- Workloads: ${MODES[*]}. \`plain\`: one catch-all route; HAProxy and nginx run bare, adding no forwarding header, while lbd always replaces the client's X-Forwarded-For and Forwarded and sets X-Forwarded-For, -Proto and -Host. \`fwd\`: the same route with HAProxy (\`option forwardfor\`, \`del-header\`, \`set-header\`) and nginx (\`proxy_set_header\`) set up to do that same work; before each fwd measurement every proxy is checked to deliver exactly \`X-Forwarded-For: 127.0.0.1\`, \`X-Forwarded-Proto: http\`, the client's Host and no Forwarded to the backend, for a client that sent forged ones (lbd serves fwd on its plain listener). \`jwt\`: the same route behind $JWT_ALG verification of a bearer token on every request (lbd \`[[auth]]\` with \`$(cut -d' ' -f1 <<<"$LBD_KEY")\`; HAProxy \`jwt_verify\` plus an \`exp\` check in \`http-request\` rules). Each proxy is first checked to answer 200, and for \`jwt\` 401 without a token and with a token signed by another key. nginx (open source) has no JWT verification and \`direct\` has no proxy, so neither runs \`jwt\`."
 		echo "- Systems in run order: ${SYSTEMS_RUN[*]}; $ROUNDS round(s), systems interleaved within each round; the table shows the median."
 		echo "- Run-to-run spread on this kind of machine is 10–20%: compare only within one run."
 		[[ -n $LBD_SKIP_REASON ]] && echo "- **lbd was skipped:** $(relpath <<<"$LBD_SKIP_REASON")."
@@ -722,6 +773,14 @@ write_report() {
 				echo "| plain: lbd requests/s ≥ 0.8 × HAProxy's (1.0 × is the aim) | $r_h × | $(met "$r_h" 0.8)$(awk -v v="$r_h" 'BEGIN{if (v >= 1.0) printf ", aim met"}') |"
 			else
 				echo "| plain: lbd requests/s ≥ 0.8 × HAProxy's (1.0 × is the aim) | – | not measured |"
+			fi
+		fi
+		if has_mode fwd; then
+			r_h=$(ratio "${MED[fwd|lbd]}" "${MED[fwd|haproxy]}")
+			if [[ -n $r_h ]]; then
+				echo "| plain, every proxy setting the same forwarding headers (fwd): lbd requests/s ≥ 0.8 × HAProxy's | $r_h × | $(met "$r_h" 0.8)$(awk -v v="$r_h" 'BEGIN{if (v >= 1.0) printf ", aim met"}') |"
+			else
+				echo "| plain, every proxy setting the same forwarding headers (fwd): lbd requests/s ≥ 0.8 × HAProxy's | – | not measured |"
 			fi
 		fi
 		if has_mode jwt; then
