@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -28,6 +29,16 @@ const (
 	udpBufSize = 1 << 16
 	oobSize    = 64 // room for one in_pktinfo or in6_pktinfo control message
 	udpRcvBuf  = 4 << 20
+
+	// A flow that ends with every request answered (udp_responses) leaves
+	// its socket, still connected to the backend and registered in epoll,
+	// for the next new flow to that address: one read to drain it instead
+	// of socket, connect, epoll_ctl and close. At most spareFlowsPerAddr
+	// wait per backend address and spareFlowsMax per loop, each for at
+	// most spareFlowIdle.
+	spareFlowsPerAddr = 64
+	spareFlowsMax     = 1024
+	spareFlowIdle     = int64(2 * time.Second)
 )
 
 // UDP drop reasons, counted per listener.
@@ -56,7 +67,9 @@ type flow struct {
 	slot    int32
 	gen     uint32
 	live    bool
+	spare   bool // not live: its socket waits in udpState.spare
 	fd      int
+	addr    netip.AddrPort // the backend address fd is connected to
 	ln      *Listener
 	cfg     *ListenerConfig
 	backend *pool.Backend
@@ -72,6 +85,9 @@ type flow struct {
 	timerTick int64
 	header    []byte // PROXY v2 header prepended to every datagram, or nil
 	dst       sockaddr
+	// pendFirst and pendLast chain the datagrams of the batch being read
+	// that go to this flow (through udpState.pendNext), -1 for none.
+	pendFirst, pendLast int16
 }
 
 // flowKey names a flow: the same client port talking to two addresses of
@@ -112,18 +128,33 @@ type udpState struct {
 	flows    []*flow
 	free     []int32
 	byKey    map[flowKey]int32
-	iov2     [2]unix.Iovec
+	// spare are the sockets of ended flows, by backend address, newest
+	// last; nSpare counts them all.
+	spare  map[netip.AddrPort][]*flow
+	nSpare int
+
+	// The client datagrams of one recvmmsg batch, grouped by flow, so
+	// that each flow's go to its backend in one sendmmsg.
+	pendNext  [udpBatch]int16
+	pendFlows []*flow
+	fwd       [udpBatch]unix.Mmsghdr
+	fwdIov    [udpBatch][2]unix.Iovec
+	fwdSize   [udpBatch]int // payload bytes of each fwd message
 }
 
 func (l *loop) udpInit() {
 	if l.udp == nil {
-		l.udp = &udpState{in: newBatchBufs(), out: newBatchBufs(), byKey: map[flowKey]int32{}}
+		l.udp = &udpState{in: newBatchBufs(), out: newBatchBufs(), byKey: map[flowKey]int32{},
+			spare:     map[netip.AddrPort][]*flow{},
+			pendFlows: make([]*flow, 0, udpBatch)}
 	}
 }
 
-// listenUDP opens a non-blocking SO_REUSEPORT UDP socket that reports each
-// datagram's destination address.
+// listenUDP opens a non-blocking SO_REUSEPORT UDP socket. On a wildcard
+// bind it reports each datagram's destination address, which replies then
+// leave from; a socket bound to one address needs neither.
 func listenUDP(bind netip.AddrPort) (int, netip.AddrPort, error) {
+	pktinfo := bind.Addr().IsUnspecified()
 	return bindSocket(bind, unix.SOCK_DGRAM, func(fd, family int) (string, error) {
 		// A burst of small datagrams overflows the default receive
 		// buffer (about 200 KiB) long before the loop falls behind on
@@ -131,6 +162,9 @@ func listenUDP(bind netip.AddrPort) (int, netip.AddrPort, error) {
 		// process may.
 		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpRcvBuf) != nil {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpRcvBuf)
+		}
+		if !pktinfo {
+			return "", nil
 		}
 		// IP_PKTINFO also serves IPv4 clients of a dual-stack socket.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil && family == unix.AF_INET {
@@ -175,8 +209,9 @@ func (l *loop) udpRecv(ll *loopListener) {
 			m := &in.msgs[i]
 			client := rawAddrPort(&in.names[i])
 			local := pktinfoAddr(in.oob[i][:m.Hdr.Controllen])
-			l.udpForward(ll, client, local, in.bufs[i][:m.Len])
+			l.udpQueue(ll, client, local, i)
 		}
+		l.udpSendQueued()
 		if n < udpBatch {
 			return
 		}
@@ -214,11 +249,10 @@ func pktinfoAddr(oob []byte) netip.Addr {
 	return netip.Addr{}
 }
 
-// udpForward sends one client datagram to its flow's backend, making the
-// flow when it is new.
-func (l *loop) udpForward(ll *loopListener, client netip.AddrPort, local netip.Addr, payload []byte) {
+// udpQueue adds datagram i of the batch just read to its flow's queue,
+// making the flow when it is new.
+func (l *loop) udpQueue(ll *loopListener, client netip.AddrPort, local netip.Addr, i int) {
 	u := l.udp
-	st := &ll.ln.udpStats[l.id]
 	var f *flow
 	if idx, ok := u.byKey[flowKey{ll.ln, client, local}]; ok {
 		f = u.flows[idx]
@@ -226,43 +260,91 @@ func (l *loop) udpForward(ll *loopListener, client netip.AddrPort, local netip.A
 		var reason int
 		f, reason = l.newFlow(ll, client, local)
 		if f == nil {
-			st.Dropped[reason].Add(1)
+			ll.ln.udpStats[l.id].Dropped[reason].Add(1)
 			return
 		}
 	}
-	var err error
-	if f.header == nil {
-		_, err = rawWrite(f.fd, payload)
+	u.pendNext[i] = -1
+	if f.pendFirst < 0 {
+		f.pendFirst = int16(i)
+		u.pendFlows = append(u.pendFlows, f)
 	} else {
-		err = l.writeWithHeader(f, payload)
+		u.pendNext[f.pendLast] = int16(i)
 	}
-	if err != nil {
-		st.Dropped[DropBackendError].Add(1)
-		if err == unix.ECONNREFUSED {
-			l.flowRefused(f)
+	f.pendLast = int16(i)
+}
+
+// udpSendQueued sends each flow's queued datagrams to its backend with one
+// sendmmsg on the flow's connected socket, each behind the flow's PROXY
+// header if it has one.
+func (l *loop) udpSendQueued() {
+	u := l.udp
+	in := u.in
+	for _, f := range u.pendFlows {
+		k := 0
+		for i := f.pendFirst; i >= 0; i = u.pendNext[i] {
+			iov := &u.fwdIov[k]
+			n := 0
+			if f.header != nil {
+				iov[0] = unix.Iovec{Base: &f.header[0]}
+				iov[0].SetLen(len(f.header))
+				n = 1
+			}
+			size := int(in.msgs[i].Len)
+			if size > 0 || n == 0 {
+				iov[n] = unix.Iovec{Base: &in.bufs[i][0]}
+				iov[n].SetLen(size)
+				n++
+			}
+			u.fwd[k].Hdr = unix.Msghdr{Iov: &iov[0]}
+			u.fwd[k].Hdr.SetIovlen(n)
+			u.fwdSize[k] = size
+			k++
 		}
+		f.pendFirst, f.pendLast = -1, -1
+		l.sendFlow(f, k)
+	}
+	clear(u.pendFlows)
+	u.pendFlows = u.pendFlows[:0]
+}
+
+// sendFlow sends the first k messages of udpState.fwd on f's socket.
+func (l *loop) sendFlow(f *flow, k int) {
+	u := l.udp
+	st := &f.ln.udpStats[l.id]
+	sent, ok := 0, 0
+	var bytes uint64
+	for sent < k && f.live {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(f.fd), uintptr(unsafe.Pointer(&l.udp.fwd[sent])), uintptr(k-sent), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.ECONNREFUSED:
+			// An ICMP port unreachable from the backend: the flow
+			// ends, and what it had queued is lost with it.
+			st.Dropped[DropBackendError].Add(uint64(k - sent))
+			l.flowRefused(f)
+			return
+		case e != 0:
+			// The first message failed (a full send buffer, say): drop
+			// it and go on with the rest.
+			st.Dropped[DropBackendError].Add(1)
+			sent++
+			continue
+		}
+		for _, size := range u.fwdSize[sent : sent+int(r)] {
+			bytes += uint64(size)
+		}
+		sent += int(r)
+		ok += int(r)
+	}
+	if ok == 0 {
 		return
 	}
 	f.lastSeen = l.now
-	f.requests++
-	st.ToBackend.Add(1)
-	f.backend.Stats(l.id).BytesToBackend.Add(uint64(len(payload)))
-}
-
-// writeWithHeader sends the flow's PROXY v2 header and the payload as one
-// datagram, gathered from two buffers without copying.
-func (l *loop) writeWithHeader(f *flow, payload []byte) error {
-	iov := &l.udp.iov2
-	iov[0] = unix.Iovec{Base: &f.header[0]}
-	iov[0].SetLen(len(f.header))
-	n := 1
-	if len(payload) > 0 {
-		iov[1] = unix.Iovec{Base: &payload[0]}
-		iov[1].SetLen(len(payload))
-		n = 2
-	}
-	_, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(f.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
-	return errnoErr(e)
+	f.requests += ok
+	st.ToBackend.Add(uint64(ok))
+	f.backend.Stats(l.id).BytesToBackend.Add(bytes)
 }
 
 // newFlow picks a backend for a new client and opens the flow's socket.
@@ -294,6 +376,12 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 		if m := b.MaxConn.Load(); m > 0 && b.Active.Load() >= m {
 			continue
 		}
+		f := l.takeSpare(b.Addr)
+		if f != nil {
+			l.startFlow(f, ll, cfg, b, client, local)
+			reserved = false // the flow holds it now
+			return f, 0
+		}
 		fd, err := l.dialUDP(b.Addr)
 		if err != nil {
 			l.log.Debug("udp backend socket", "backend", b.Name, "err", err)
@@ -307,33 +395,132 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 			cfg.Pool.ConnectFailed(b)
 			continue
 		}
-		f := l.allocFlow()
-		f.fd = fd
-		f.ln, f.cfg, f.backend = ln, cfg, b
-		f.client, f.local = client, local
-		f.requests, f.replies = 0, 0
-		f.lastSeen = l.now
-		f.timerTick = -1
-		f.header = nil
-		f.dst = sockaddrFrom(client)
-		if cfg.ProxyProtocol == ProxyV2 {
-			f.header = udpProxyHeader(client, netip.AddrPortFrom(localOr(local, ln.addr.Addr()), ln.addr.Port()))
-		}
+		f = l.allocFlow()
+		f.fd, f.addr = fd, b.Addr
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: f.slot, Pad: int32(f.gen<<tagBits) | tagFlow}
 		if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			rawClose(fd)
 			l.freeFlow(f)
 			return nil, DropNoBackend
 		}
-		l.udp.byKey[flowKey{ln, client, local}] = f.slot
+		l.startFlow(f, ll, cfg, b, client, local)
 		reserved = false // the flow holds it now
-		ln.stats[l.id].Connections.Add(1)
-		b.Active.Add(1)
-		b.Stats(l.id).Connections.Add(1)
-		l.armFlow(f)
 		return f, 0
 	}
 	return nil, DropNoBackend
+}
+
+// startFlow makes f, whose socket is connected to b and registered, the
+// live flow of client.
+func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool.Backend, client netip.AddrPort, local netip.Addr) {
+	ln := ll.ln
+	f.live = true
+	f.ln, f.cfg, f.backend = ln, cfg, b
+	f.client, f.local = client, local
+	f.requests, f.replies = 0, 0
+	f.lastSeen = l.now
+	f.timerTick = -1
+	f.header = nil
+	f.pendFirst, f.pendLast = -1, -1
+	f.dst = sockaddrFrom(client)
+	if cfg.ProxyProtocol == ProxyV2 {
+		f.header = udpProxyHeader(client, netip.AddrPortFrom(localOr(local, ln.addr.Addr()), ln.addr.Port()))
+	}
+	l.udp.byKey[flowKey{ln, client, local}] = f.slot
+	ln.stats[l.id].Connections.Add(1)
+	b.Active.Add(1)
+	b.Stats(l.id).Connections.Add(1)
+	l.armFlow(f)
+}
+
+// takeSpare returns a spare socket connected to addr, drained, or nil.
+// Datagrams that reached a spare socket belong to no flow and are dropped.
+func (l *loop) takeSpare(addr netip.AddrPort) *flow {
+	u := l.udp
+	for {
+		list := u.spare[addr]
+		if len(list) == 0 {
+			return nil
+		}
+		f := list[len(list)-1]
+		list[len(list)-1] = nil
+		u.spare[addr] = list[:len(list)-1]
+		if len(list) == 1 {
+			delete(u.spare, addr)
+		}
+		u.nSpare--
+		f.spare = false
+		if l.drain(f.fd) {
+			return f
+		}
+		// A pending error (the backend went away): not reusable.
+		l.dropFlowSocket(f)
+	}
+}
+
+// drain reads fd until it is empty, and reports whether it is still usable.
+// A datagram longer than the buffer is still consumed whole, the rest cut
+// off; the batch buffers hold datagrams in flight and must not be used.
+func (l *loop) drain(fd int) bool {
+	var buf [64]byte
+	for {
+		_, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		switch e {
+		case 0, unix.EINTR:
+		case unix.EAGAIN:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// spareFlow ends f, which got every reply it was waiting for, and keeps its
+// socket as a spare when there is room; otherwise f closes.
+func (l *loop) spareFlow(f *flow) {
+	u := l.udp
+	if !f.live {
+		return
+	}
+	if u.nSpare >= spareFlowsMax || len(u.spare[f.addr]) >= spareFlowsPerAddr {
+		l.closeFlow(f)
+		return
+	}
+	l.endFlow(f)
+	f.live, f.spare = false, true
+	u.spare[f.addr] = append(u.spare[f.addr], f)
+	u.nSpare++
+	f.lastSeen = l.now
+	f.timerTick = l.wheel.add(timerRef{slot: -1 - f.slot, gen: f.gen}, l.now+spareFlowIdle)
+}
+
+// closeSpare closes a spare socket and frees its flow.
+func (l *loop) closeSpare(f *flow) {
+	u := l.udp
+	list := u.spare[f.addr]
+	for i, g := range list {
+		if g == f {
+			list = append(list[:i], list[i+1:]...)
+			list = list[:len(list):len(list)]
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(u.spare, f.addr)
+	} else {
+		u.spare[f.addr] = list
+	}
+	u.nSpare--
+	f.spare = false
+	l.dropFlowSocket(f)
+}
+
+// dropFlowSocket closes the socket of a flow that is not live and frees
+// the flow.
+func (l *loop) dropFlowSocket(f *flow) {
+	rawClose(f.fd)
+	f.fd = -1
+	l.freeFlow(f)
 }
 
 func localOr(a, b netip.Addr) netip.Addr {
@@ -392,7 +579,7 @@ func (l *loop) allocFlow() *flow {
 }
 
 func (l *loop) freeFlow(f *flow) {
-	f.live = false
+	f.live, f.spare = false, false
 	f.gen = (f.gen + 1) & genMask
 	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
 	l.udp.free = append(l.udp.free, f.slot)
@@ -403,11 +590,17 @@ func (l *loop) closeFlow(f *flow) {
 	if !f.live {
 		return
 	}
-	rawClose(f.fd)
+	l.endFlow(f)
+	l.dropFlowSocket(f)
+}
+
+// endFlow takes a live flow out of the table and its counts.
+func (l *loop) endFlow(f *flow) {
 	delete(l.udp.byKey, flowKey{f.ln, f.client, f.local})
 	f.ln.active.Add(-1)
 	f.backend.Active.Add(-1)
-	l.freeFlow(f)
+	f.live = false
+	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
 }
 
 // flowRefused handles ICMP port unreachable from a flow's backend: a
@@ -418,10 +611,13 @@ func (l *loop) flowRefused(f *flow) {
 	l.closeFlow(f)
 }
 
-// udpReplies reads the backend's replies on a flow and queues them for
-// the client.
+// udpReplies reads the backend's replies on a flow, in batches with
+// recvmmsg straight into the free slots of the reply batch, and queues them
+// for the client. A short batch means the socket is empty, so no further
+// read is spent on learning that.
 func (l *loop) udpReplies(f *flow) {
 	u := l.udp
+	out := u.out
 	for f.live {
 		lfd := l.listenerFD(f.ln)
 		if lfd < 0 {
@@ -433,9 +629,14 @@ func (l *loop) udpReplies(f *flow) {
 		if u.outN > 0 && u.outFd != lfd {
 			l.udpFlush()
 		}
-		i := u.outN
-		buf := u.out.bufs[i]
-		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(f.fd), uintptr(unsafe.Pointer(&buf[0])), udpBufSize)
+		first := u.outN
+		room := udpBatch - first
+		for i := first; i < udpBatch; i++ {
+			out.iovs[i] = unix.Iovec{Base: &out.bufs[i][0]}
+			out.iovs[i].SetLen(udpBufSize)
+			out.msgs[i].Hdr = unix.Msghdr{Iov: &out.iovs[i], Iovlen: 1}
+		}
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(f.fd), uintptr(unsafe.Pointer(&out.msgs[first])), uintptr(room), unix.MSG_DONTWAIT, 0, 0)
 		if e != 0 {
 			switch e {
 			case unix.EAGAIN:
@@ -453,21 +654,38 @@ func (l *loop) udpReplies(f *flow) {
 			}
 			return
 		}
-		n := int(r)
-		if f.replies == 0 {
+		got := int(r)
+		if got > 0 && f.replies == 0 {
 			f.cfg.Pool.ConnectSucceeded(f.backend)
 		}
 		u.outFd, u.outLn = lfd, f.ln
-		l.queueReply(i, f, n)
-		u.outN++
+		var bytes uint64
+		lim := f.cfg.UDPResponses
+		done := false
+		for j := 0; j < got; j++ {
+			i := first + j
+			n := int(out.msgs[i].Len)
+			l.queueReply(i, f, n)
+			u.outN++
+			f.replies++
+			bytes += uint64(n)
+			if lim > 0 && f.replies >= f.requests*lim {
+				// Every request has its replies: the flow ends, and
+				// any datagram read past them goes with it.
+				done = true
+				break
+			}
+		}
 		f.lastSeen = l.now
-		f.replies++
-		f.backend.Stats(l.id).BytesToClient.Add(uint64(n))
+		f.backend.Stats(l.id).BytesToClient.Add(bytes)
 		if u.outN == udpBatch {
 			l.udpFlush()
 		}
-		if lim := f.cfg.UDPResponses; lim > 0 && f.replies >= f.requests*lim {
-			l.closeFlow(f)
+		if done {
+			l.spareFlow(f)
+			return
+		}
+		if got < room {
 			return
 		}
 	}
@@ -556,6 +774,11 @@ func (l *loop) armFlow(f *flow) {
 
 func (l *loop) fireFlowTimer(ref timerRef, tick int64) {
 	f := l.udp.flows[-1-ref.slot]
+	if f.spare && f.gen == ref.gen && f.timerTick == tick {
+		f.timerTick = -1
+		l.closeSpare(f)
+		return
+	}
 	if !f.live || f.gen != ref.gen || f.timerTick != tick {
 		return
 	}
@@ -595,6 +818,14 @@ func (l *loop) closeBackendFlows(b *pool.Backend) {
 			l.closeFlow(f)
 		}
 	}
+	l.closeSpares(b.Addr)
+}
+
+// closeSpares closes the spare sockets connected to addr.
+func (l *loop) closeSpares(addr netip.AddrPort) {
+	for len(l.udp.spare[addr]) > 0 {
+		l.closeSpare(l.udp.spare[addr][0])
+	}
 }
 
 func (l *loop) closeAllFlows() {
@@ -604,5 +835,8 @@ func (l *loop) closeAllFlows() {
 	l.udpFlush()
 	for _, f := range l.udp.flows {
 		l.closeFlow(f)
+	}
+	for addr := range l.udp.spare {
+		l.closeSpares(addr)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -442,4 +444,92 @@ func TestUDPResponsesInFlight(t *testing.T) {
 		got[string(buf[:n])] = true
 	}
 	waitFor(t, "the flow closed after the last answer", func() bool { return ln.Active() == 0 })
+}
+
+// TestUDPSpareSockets: flows that end with every reply in (udp_responses)
+// leave their sockets for the next flows to the same backend, and a late
+// datagram that reached such a socket in between never goes to the next
+// client.
+func TestUDPSpareSockets(t *testing.T) {
+	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	var mu sync.Mutex
+	ports := map[uint16]bool{}
+	last := make(chan netip.AddrPort, 100)
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			n, from, err := be.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			ports[from.Port()] = true
+			mu.Unlock()
+			be.WriteToUDPAddrPort(append([]byte("re:"), buf[:n]...), from)
+			last <- from
+		}
+	}()
+	e := testEngine(t, Options{Loops: 1})
+	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", be.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) { c.UDPResponses = 1 })
+
+	var from netip.AddrPort
+	for i := 0; i < 20; i++ {
+		c := udpClient(t)
+		msg := fmt.Sprintf("q%d", i)
+		got, _, err := exchange(t, c, ln.Addr(), []byte(msg))
+		if err != nil || string(got) != "re:"+msg {
+			t.Fatalf("client %d: %q, %v", i, got, err)
+		}
+		from = <-last
+		waitFor(t, "flow ended", func() bool { return ln.Active() == 0 })
+	}
+	mu.Lock()
+	n := len(ports)
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("20 flows one after another used %d backend-side sockets, want 1", n)
+	}
+
+	// A stray reply reaches the spare socket after its flow ended.
+	if _, err := be.WriteToUDPAddrPort([]byte("stray"), from); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stray queued on the spare socket", func() bool { return udpRxQueued(t, from) })
+	c := udpClient(t)
+	got, _, err := exchange(t, c, ln.Addr(), []byte("next"))
+	if err != nil || string(got) != "re:next" {
+		t.Fatalf("next client got %q, %v", got, err)
+	}
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 100)
+	if n, _, err := c.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("next client also got %q", buf[:n])
+	}
+	if from2 := <-last; from2 != from {
+		t.Errorf("next flow used %v, not the spare %v", from2, from)
+	}
+}
+
+// udpRxQueued reports whether the local UDP socket bound to a has bytes
+// waiting in its receive queue, from /proc/net/udp.
+func udpRxQueued(t *testing.T, a netip.AddrPort) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := a.Addr().As4()
+	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port())
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[1] == local {
+			q := strings.SplitN(f[4], ":", 2)
+			return len(q) == 2 && strings.Trim(q[1], "0") != ""
+		}
+	}
+	return false
 }
