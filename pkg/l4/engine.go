@@ -241,7 +241,10 @@ func (e *Engine) TotalSpliced() (spliced, copied uint64) {
 	return
 }
 
-// Start runs every loop in its own goroutine, locked to its own thread.
+// Start runs every loop in its own goroutine. The goroutines are not
+// locked to threads: an idle loop parks on the runtime's poller (see
+// loop.wait), and a locked goroutine would make every wake-up a hand-off
+// between threads.
 func (e *Engine) Start() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -253,7 +256,6 @@ func (e *Engine) Start() {
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			runtime.LockOSThread()
 			l.run()
 		}()
 	}

@@ -3,8 +3,10 @@ package l4
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,17 +52,24 @@ type loopListener struct {
 // loop is one event loop. Everything in it is owned by its goroutine except
 // cmds, which other goroutines use to hand it work.
 type loop struct {
-	e     *Engine
-	id    int
-	epfd  int
-	evfd  int
-	log   *slog.Logger
-	stats *LoopStats
+	e    *Engine
+	id   int
+	epfd int
+	evfd int
+	// waiter is a non-blocking duplicate of epfd in the Go runtime's own
+	// poller: an idle loop parks on it like any goroutine waiting for a
+	// socket, instead of blocking its thread in epoll_wait (see wait).
+	waiter   *os.File
+	waiterRC syscall.RawConn
+	log      *slog.Logger
+	stats    *LoopStats
 
 	events []unix.EpollEvent
-	conns  []*conn
-	free   []int32
-	lns    []*loopListener
+	// waitDeadline is set while waiter has a read deadline.
+	waitDeadline bool
+	conns        []*conn
+	free         []int32
+	lns          []*loopListener
 
 	pipes   *pipePool
 	buf     []byte // copy buffer
@@ -101,17 +110,25 @@ func newLoop(e *Engine, id int) (*loop, error) {
 		unix.Close(evfd)
 		return nil, errors.Join(errors.New("epoll_ctl"), err)
 	}
+	waiter, rc, err := pollerFile(epfd)
+	if err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
 	l := &loop{
-		e:       e,
-		id:      id,
-		epfd:    epfd,
-		evfd:    evfd,
-		log:     e.opts.Logger.With("loop", id),
-		stats:   &e.stats[id],
-		events:  make([]unix.EpollEvent, eventsPerWait),
-		pipes:   newPipePool(e.opts.PipeSize, e.opts.MaxIdlePipes),
-		scratch: make([]byte, proxyHeaderMax),
-		base:    time.Now(),
+		e:        e,
+		id:       id,
+		epfd:     epfd,
+		evfd:     evfd,
+		waiter:   waiter,
+		waiterRC: rc,
+		log:      e.opts.Logger.With("loop", id),
+		stats:    &e.stats[id],
+		events:   make([]unix.EpollEvent, eventsPerWait),
+		pipes:    newPipePool(e.opts.PipeSize, e.opts.MaxIdlePipes),
+		scratch:  make([]byte, proxyHeaderMax),
+		base:     time.Now(),
 	}
 	if e.opts.CopyBuffer > 0 {
 		l.buf = make([]byte, e.opts.CopyBuffer)
@@ -159,8 +176,7 @@ func (l *loop) run() {
 		}
 		n, err := rawEpollPoll(l.epfd, l.events)
 		if n == 0 && err == nil && len(l.pending) == 0 && len(l.accepting) == 0 {
-			// Nothing ready: block, through the scheduler-aware path.
-			n, err = unix.EpollWait(l.epfd, l.events, l.waitMillis())
+			n, err = l.wait(l.waitMillis())
 			l.now = l.clock()
 		}
 		if err != nil && err != unix.EINTR {
@@ -185,6 +201,57 @@ func (l *loop) run() {
 	for _, fn := range cmds {
 		fn()
 	}
+}
+
+// pollerFile returns a non-blocking duplicate of epfd, registered with the
+// Go runtime's poller, and its RawConn.
+func pollerFile(epfd int) (*os.File, syscall.RawConn, error) {
+	dup, err := unix.FcntlInt(uintptr(epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, errors.Join(errors.New("dup epoll fd"), err)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, nil, errors.Join(errors.New("dup epoll fd"), err)
+	}
+	f := os.NewFile(uintptr(dup), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, errors.Join(errors.New("dup epoll fd"), err)
+	}
+	return f, rc, nil
+}
+
+// wait waits up to ms milliseconds (forever for -1) for events and returns
+// them as rawEpollPoll does.
+//
+// A loop that blocked in epoll_wait would hold its thread in a system call
+// the scheduler must watch: sysmon then wakes every 20 µs or so to take the
+// P back, and the loop pays the slow path of exitsyscall on every wake-up,
+// a sizeable share of a core when traffic is steady but not saturating.
+// Parked on the runtime's poller instead, the loop costs nothing while it
+// waits: the epoll fd turns readable when any of its descriptors has an
+// event, and the runtime wakes the goroutine then.
+func (l *loop) wait(ms int) (n int, err error) {
+	if ms == 0 {
+		return rawEpollPoll(l.epfd, l.events)
+	}
+	if ms > 0 {
+		l.waiter.SetReadDeadline(time.Now().Add(time.Duration(ms) * time.Millisecond))
+		l.waitDeadline = true
+	} else if l.waitDeadline {
+		l.waiter.SetReadDeadline(time.Time{})
+		l.waitDeadline = false
+	}
+	rerr := l.waiterRC.Read(func(uintptr) bool {
+		n, err = rawEpollPoll(l.epfd, l.events)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	})
+	if rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) {
+		return 0, rerr
+	}
+	return n, err
 }
 
 // waitMillis is the epoll timeout: until the next timer tick, or the end of
@@ -419,6 +486,7 @@ func (l *loop) release() {
 	defer l.cmdMu.Unlock()
 	l.halted = true
 	if l.epfd >= 0 {
+		l.waiter.Close()
 		unix.Close(l.epfd)
 		unix.Close(l.evfd)
 		l.epfd, l.evfd = -1, -1
