@@ -5,9 +5,14 @@
 #
 # Usage: bench/udp.sh            (same as: bench/run.sh udp)
 #
-# Two passes per system and round, on one freshly started proxy:
+# Three passes per system and round, on one freshly started proxy:
 #   throughput  dnsperf as fast as it goes: queries/s, queries lost, average latency
 #   latency     dnsperf at a fixed LAT_QPS, every query logged: p50, p99, lost
+#   capped      dnsperf as fast as it goes, with the proxy held to CAP_PCT% of
+#               its core by a cgroup CPU quota: CPU 0 (dnsperf and dnsmasq)
+#               then has room to spare, so the proxy is the bottleneck and the
+#               figure is the work each proxy does per unit of CPU (direct
+#               has no proxy and is not run)
 #
 # Environment (defaults in brackets):
 #   SYSTEMS          systems in run order; haproxy is listed as "no UDP" and
@@ -20,6 +25,7 @@
 #   DNS_CLIENTS      dnsperf -c, client sockets [8]
 #   DNS_OUTSTANDING  dnsperf -q, queries in flight at most [100]
 #   QPS_LIMIT        dnsperf -Q of the throughput pass, empty for none []
+#   CAP_PCT          the capped pass's CPU quota, % of one core, 0 skips [40]
 #   COOLDOWN         seconds of rest between measurements [2]
 #   PORT_BASE        127.0.0.1 ports PORT_BASE+4 (dnsmasq, udp and tcp), +24
 #                    (nginx, udp) and +34 (lbd, udp) [19200]
@@ -48,6 +54,7 @@ DNS_CLIENTS=${DNS_CLIENTS:-8}
 DNS_OUTSTANDING=${DNS_OUTSTANDING:-100}
 QPS_LIMIT=${QPS_LIMIT:-}
 COOLDOWN=${COOLDOWN:-2}
+CAP_PCT=${CAP_PCT:-40}
 PORT_BASE=${PORT_BASE:-19200}
 LBD=${LBD:-./bin/lbd}
 RESULTS_DIR=${RESULTS_DIR:-bench/results}
@@ -85,8 +92,8 @@ for s in "${SYS_LIST[@]}"; do
 	esac
 done
 [[ ${#SYS_LIST[@]} -gt 0 ]] || die "SYSTEMS is empty"
-for v in ROUNDS DNS_SECS LAT_SECS LAT_QPS DNS_CLIENTS DNS_OUTSTANDING COOLDOWN PORT_BASE; do
-	[[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 || ($v == COOLDOWN || $v == LAT_QPS) && ${!v} == 0 ]] ||
+for v in ROUNDS DNS_SECS LAT_SECS LAT_QPS DNS_CLIENTS DNS_OUTSTANDING COOLDOWN PORT_BASE CAP_PCT; do
+	[[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 || ($v == COOLDOWN || $v == LAT_QPS || $v == CAP_PCT) && ${!v} == 0 ]] ||
 		die "$v must be a positive integer, got '${!v}'"
 done
 [[ -z $QPS_LIMIT || $QPS_LIMIT =~ ^[1-9][0-9]*$ ]] || die "QPS_LIMIT must be empty or a positive integer, got '$QPS_LIMIT'"
@@ -132,6 +139,7 @@ cleanup() {
 		kill -TERM "$pid" 2>/dev/null || true
 	fi
 	rm -rf "$TMP"
+	[[ -n ${CAP_DIR:-} ]] && rmdir "$CAP_DIR" 2>/dev/null
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -337,11 +345,55 @@ start_proxy() {
 
 CLK_TCK=$(getconf CLK_TCK)
 
+# -------------------------------------------------------------- CPU quota
+
+# cap_setup: a cgroup whose tasks share CAP_PCT% of one core, in slices of
+# 10 ms (cgroup v1 cpu controller, or v2 cpu.max). Without one, the capped
+# pass is skipped, with a note.
+CAP_DIR=
+CAP_KIND=
+cap_setup() {
+	[[ $CAP_PCT -gt 0 ]] || return 0
+	local quota=$((CAP_PCT * 100))
+	if [[ -d /sys/fs/cgroup/cpu && -w /sys/fs/cgroup/cpu && -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
+		CAP_DIR=/sys/fs/cgroup/cpu/lbd-bench-udp-$$
+		if mkdir "$CAP_DIR" 2>/dev/null && echo 10000 >"$CAP_DIR/cpu.cfs_period_us" &&
+			echo "$quota" >"$CAP_DIR/cpu.cfs_quota_us"; then
+			CAP_KIND=v1
+			return 0
+		fi
+	elif [[ -e /sys/fs/cgroup/cgroup.controllers ]] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+		CAP_DIR=/sys/fs/cgroup/lbd-bench-udp-$$
+		grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+		if mkdir "$CAP_DIR" 2>/dev/null && echo "$quota 10000" >"$CAP_DIR/cpu.max"; then
+			CAP_KIND=v2
+			return 0
+		fi
+	fi
+	[[ -n $CAP_DIR ]] && rmdir "$CAP_DIR" 2>/dev/null
+	CAP_DIR=
+	warn "no writable cgroup CPU controller here, so the capped pass is skipped"
+	CAP_PCT=0
+}
+
+# cap_enter PID: PID, its threads and its children's go under the quota.
+cap_enter() {
+	local pid t
+	for pid in "$1" $(pgrep -P "$1" || true); do
+		if [[ $CAP_KIND == v1 ]]; then
+			for t in /proc/"$pid"/task/*; do echo "${t##*/}" >"$CAP_DIR/tasks" 2>/dev/null || true; done
+		else
+			echo "$pid" >"$CAP_DIR/cgroup.procs" 2>/dev/null || true
+		fi
+	done
+}
+
 # ------------------------------------------------------------------ results
 
 declare -A VAL     # "metric|system" -> values of all rounds, space-separated
 ROWS_QPS=() # per-round table rows of the throughput pass
 ROWS_LAT=() # per-round table rows of the latency pass
+ROWS_CAP=() # per-round table rows of the capped pass
 declare -A CMDLINE # "metric|system" -> client command of the first round
 
 add_to() {
@@ -388,7 +440,9 @@ load_end() {
 	other=$(awk -v c=$((z1 - L_Z0)) -v d=$((d1 - L_D0)) -v k="$(awk -v a="$L_K0" -v b="$k1" 'BEGIN{print b - a}')" \
 		-v s="$secs" -v hz="$CLK_TCK" 'BEGIN{o = (c / hz - d / hz - k) / s * 100; if (o < 0) o = 0; printf "%.0f", o}')
 	L_OTHER0=$other
-	if [[ $other -gt 10 ]]; then
+	# In the capped pass CPU 0 has room to spare (that is the point of it):
+	# what else ran there only matters if it came close to saturating.
+	if [[ $other -gt 10 && ($1 != cap || $L_CORE0 -ge 90) ]]; then
 		warn "$1/$2 round $3: other processes used ${other}% of CPU $CLIENT_CPU (dnsperf and dnsmasq's core) during the load, so this figure is unreliable"
 	fi
 }
@@ -423,21 +477,23 @@ start_dnsmasq() {
 		die "dnsmasq does not report 'no upstream servers configured', refusing to run (see $WORK/raw/dnsmasq.log)"
 }
 
-# measure_qps SYSTEM ROUND: dnsperf as fast as it goes.
+# measure_qps SYSTEM ROUND [cap]: dnsperf as fast as it goes; with cap, the
+# capped pass (the proxy already under the quota).
 measure_qps() {
-	local sys=$1 r=$2 port out qps sent lost avg sd other
+	local sys=$1 r=$2 pass=${3:-qps} port out qps sent lost avg sd other pre=""
+	[[ $pass == cap ]] && pre=cap_
 	port=$(front_port "$sys")
-	out=$WORK/raw/qps-$sys-r$r.txt
+	out=$WORK/raw/$pass-$sys-r$r.txt
 	local cmd=(taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -d "$QUERIES" -l "$DNS_SECS"
 		-c "$DNS_CLIENTS" -T 1 -q "$DNS_OUTSTANDING")
-	[[ -n $QPS_LIMIT ]] && cmd+=(-Q "$QPS_LIMIT")
-	set_cmd qps "$sys" "${cmd[*]}"
+	[[ -n $QPS_LIMIT && $pass == qps ]] && cmd+=(-Q "$QPS_LIMIT")
+	set_cmd "$pass" "$sys" "${cmd[*]}"
 	load_begin
 	if ! timeout $((DNS_SECS + 30)) "${cmd[@]}" >"$out" 2>&1; then
-		warn "qps/$sys round $r: dnsperf failed: $(tail -n 3 "$out" | tr '\n' ' ') (see $out)"
+		warn "$pass/$sys round $r: dnsperf failed: $(tail -n 3 "$out" | tr '\n' ' ') (see $out)"
 		return 1
 	fi
-	load_end qps "$sys" "$r"
+	load_end "$pass" "$sys" "$r"
 	proxy_ok "$sys" || return 1
 	qps=$(dp_stat "$out" "Queries per second")
 	sent=$(dp_stat "$out" "Queries sent")
@@ -445,13 +501,21 @@ measure_qps() {
 	avg=$(dp_stat "$out" "Average Latency (s)")
 	sd=$(dp_stat "$out" "Latency StdDev (s)")
 	if [[ -z $qps || -z $sent || $sent == 0 || -z $lost ]]; then
-		warn "qps/$sys round $r: no statistics in dnsperf output (see $out)"
+		warn "$pass/$sys round $r: no statistics in dnsperf output (see $out)"
 		return 1
 	fi
 	other=$(rcodes "$out")
-	[[ -z $other ]] || warn "qps/$sys round $r: answers other than NOERROR: $other (see $out)"
-	[[ $lost == 0 ]] || warn "qps/$sys round $r: $lost of $sent queries lost (see $out)"
+	[[ -z $other ]] || warn "$pass/$sys round $r: answers other than NOERROR: $other (see $out)"
+	[[ $lost == 0 ]] || warn "$pass/$sys round $r: $lost of $sent queries lost (see $out)"
 	qps=$(awk -v v="$qps" 'BEGIN{printf "%.0f", v}')
+	if [[ $pass == cap ]]; then
+		add_val cap "$sys" "$qps"
+		add_val cap_lost "$sys" "$lost"
+		add_val cap_sent "$sys" "$sent"
+		ROWS_CAP+=("| $(sysname "$sys") | $r | $qps | $lost / $sent | $L_CPU | $L_OTHER | $L_CORE0 |")
+		log "  cap $sys at ${CAP_PCT}% of a core: $qps queries/s, $lost of $sent lost (proxy CPU ${L_CPU}%)"
+		return 0
+	fi
 	add_val qps "$sys" "$qps"
 	add_val lost "$sys" "$lost"
 	add_val sent "$sys" "$sent"
@@ -529,6 +593,12 @@ run_one() {
 		quiet_check "lat/$sys round $r"
 		measure_lat "$sys" "$r" || true
 	fi
+	if [[ $CAP_PCT -gt 0 && $sys != direct ]] && alive "$PROXY_PID"; then
+		cap_enter "$PROXY_PID"
+		sleep 1
+		quiet_check "cap/$sys round $r"
+		measure_qps "$sys" "$r" cap || true
+	fi
 	stop_proxy
 	sleep "$COOLDOWN"
 }
@@ -559,6 +629,7 @@ SYSTEMS_RUN=("${SYS_LIST[@]}")
 # --------------------------------------------------------------------- run
 
 start_dnsmasq
+cap_setup
 
 log "systems: ${SYS_LIST[*]}; rounds: $ROUNDS; throughput ${DNS_SECS}s, latency ${LAT_SECS}s at $LAT_QPS q/s"
 log "raw outputs: ${WORK#"$ROOT"/}"
@@ -581,14 +652,15 @@ fmt_num() {
 		return
 	}
 	case $1 in
-	qps) awk -v v="$2" 'BEGIN{printf "%.1fk", v/1000}' ;;
-	lost | lat_lost) echo "$2" ;;
+	qps | cap) awk -v v="$2" 'BEGIN{printf "%.1fk", v/1000}' ;;
+	lost | lat_lost | cap_lost) echo "$2" ;;
 	*) awk -v v="$2" 'BEGIN{printf "%.3f", v}' ;;
 	esac
 }
 
 METRICS=(qps lost avg)
 if [[ $LAT_QPS -gt 0 ]]; then METRICS+=(p50 p99 p999 lat_lost); fi
+if [[ $CAP_PCT -gt 0 ]]; then METRICS+=(cap cap_lost); fi
 
 declare -A LABEL=(
 	[qps]="queries/s, dnsperf -c $DNS_CLIENTS -q $DNS_OUTSTANDING${QPS_LIMIT:+ -Q $QPS_LIMIT}, ${DNS_SECS} s"
@@ -598,12 +670,14 @@ declare -A LABEL=(
 	[p99]="p99 latency at $LAT_QPS queries/s (ms)"
 	[p999]="p99.9 latency at $LAT_QPS queries/s (ms)"
 	[lat_lost]="queries lost at $LAT_QPS queries/s, all rounds"
+	[cap]="queries/s, the proxy held to $CAP_PCT% of a core (capped pass)"
+	[cap_lost]="queries lost in the capped pass, all rounds"
 )
 declare -A MED
-for m in qps avg sd p50 p99 p999; do
+for m in qps avg sd p50 p99 p999 cap; do
 	for s in direct nginx lbd; do MED[$m|$s]=$(median "${VAL[$m|$s]:-}"); done
 done
-for m in lost sent lat_lost lat_sent; do
+for m in lost sent lat_lost lat_sent cap_lost cap_sent; do
 	for s in direct nginx lbd; do MED[$m|$s]=$(sum "${VAL[$m|$s]:-}"); done
 done
 
@@ -672,13 +746,15 @@ write_report() {
 			for s in "${cols[@]}"; do
 				if [[ $s == haproxy ]]; then
 					line+=" no UDP |"
+				elif [[ $s == direct && ($m == cap || $m == cap_lost) ]]; then
+					line+=" n/a |"
 				elif [[ -z ${VAL[qps|$s]:-} ]]; then
 					line+=" – |"
 				else
 					line+=" $(fmt_num "$m" "${MED[$m|$s]}") |"
 				fi
 			done
-			if [[ $m == lost || $m == lat_lost ]]; then
+			if [[ $m == lost || $m == lat_lost || $m == cap_lost ]]; then
 				line+=" | | |"
 			else
 				r_nd=$(ratio "${MED[$m|nginx]}" "${MED[$m|direct]}")
@@ -689,7 +765,9 @@ write_report() {
 			echo "$line"
 		done
 		echo
-		echo "Higher is better for queries/s, lower for the rest. Through a proxy dnsperf and dnsmasq keep CPU $CLIENT_CPU and the proxy adds CPU $PROXY_CPU; the direct path has CPU $CLIENT_CPU alone."
+		echo "Higher is better for queries/s, lower for the rest. Through a proxy dnsperf and dnsmasq keep CPU $CLIENT_CPU and the proxy adds CPU $PROXY_CPU; the direct path has CPU $CLIENT_CPU alone, so in the throughput pass no proxy can beat the direct figure, and CPU $CLIENT_CPU, not the proxy, may be what stops it.$(
+			[[ $CAP_PCT -gt 0 ]] && echo " In the capped pass each proxy runs under a cgroup CPU quota of $CAP_PCT% of one core (10 ms periods); CPU $CLIENT_CPU then has room to spare, so that pass compares the proxies' own work per unit of CPU."
+		)"
 		echo
 		echo "## Targets (issue 6)"
 		echo
@@ -706,8 +784,13 @@ write_report() {
 			r_d=$(ratio "$q_l" "$q_d")
 			echo "| lbd queries/s ≥ 2 × nginx | ${r_n:-–} × | $([[ -n $r_n ]] && met "$r_n" ">=" 2 || echo "nginx not measured") |"
 			echo "| lbd queries/s ≥ 0.8 × direct | ${r_d:-–} × | $([[ -n $r_d ]] && met "$r_d" ">=" 0.8 || echo "direct not measured") |"
-			lost_l=$((${MED[lost|lbd]:-0} + ${MED[lat_lost|lbd]:-0}))
-			echo "| no queries lost through lbd | $lost_l of $((${MED[sent|lbd]:-0} + ${MED[lat_sent|lbd]:-0})) lost | $(met "$lost_l" "<=" 0) |"
+			if [[ $CAP_PCT -gt 0 ]]; then
+				local r_c
+				r_c=$(ratio "${MED[cap|lbd]:-}" "${MED[cap|nginx]:-}")
+				echo "| lbd queries/s ≥ 2 × nginx, both held to $CAP_PCT% of a core (capped pass) | ${r_c:-–} × | $([[ -n $r_c ]] && met "$r_c" ">=" 2 || echo "not measured") |"
+			fi
+			lost_l=$((${MED[lost|lbd]:-0} + ${MED[lat_lost|lbd]:-0} + ${MED[cap_lost|lbd]:-0}))
+			echo "| no queries lost through lbd | $lost_l of $((${MED[sent|lbd]:-0} + ${MED[lat_sent|lbd]:-0} + ${MED[cap_sent|lbd]:-0})) lost | $(met "$lost_l" "<=" 0) |"
 		fi
 		echo
 		echo "## Every round"
@@ -724,6 +807,14 @@ write_report() {
 			echo "| system | round | answered/s | p50 ms | p99 ms | p99.9 ms | lost / sent | proxy CPU % | others on CPU $PROXY_CPU % | others on CPU $CLIENT_CPU % | CPU $CLIENT_CPU busy % |"
 			echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 			for v in "${ROWS_LAT[@]}"; do echo "$v"; done
+		fi
+		if [[ $CAP_PCT -gt 0 ]]; then
+			echo
+			echo "Capped pass, each proxy held to $CAP_PCT% of one core:"
+			echo
+			echo "| system | round | queries/s | lost / sent | proxy CPU % | others on CPU $PROXY_CPU % | CPU $CLIENT_CPU busy % |"
+			echo "|---|---:|---:|---:|---:|---:|---:|"
+			for v in "${ROWS_CAP[@]}"; do echo "$v"; done
 		fi
 		echo
 		echo "Proxy CPU % is the proxy's user+system CPU time over the load's duration (100 = its whole core); \"others on CPU $PROXY_CPU\" is the user+system time of every other process on the proxy's core and \"others on CPU $CLIENT_CPU\" that of every process but dnsperf and dnsmasq on theirs, both of which should be near 0; CPU $CLIENT_CPU busy % is everything on CPU $CLIENT_CPU, softirq included (100 = saturated)."
@@ -746,9 +837,9 @@ write_report() {
 			echo "${PROXY_CMD[$s]}   # $(sysname "$s")" | relpath
 		done
 		echo "# clients (CPU $CLIENT_CPU)"
-		for m in qps lat; do
+		for m in qps lat cap; do
 			for s in "${cols[@]}"; do
-				[[ -n ${CMDLINE[$m|$s]:-} ]] && echo "${CMDLINE[$m|$s]}   # $(sysname "$s"), $([[ $m == qps ]] && echo throughput || echo latency)" | relpath
+				[[ -n ${CMDLINE[$m|$s]:-} ]] && echo "${CMDLINE[$m|$s]}   # $(sysname "$s"), $(case $m in qps) echo throughput ;; lat) echo latency ;; cap) echo "capped at $CAP_PCT% (cgroup $CAP_KIND cpu quota)" ;; esac)" | relpath
 			done
 		done
 		echo '```'
