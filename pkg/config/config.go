@@ -121,6 +121,16 @@ type Listener struct {
 	// AccessLog turns on an http listener's structured access log. Default
 	// false.
 	AccessLog bool
+	// HeaderTimeout bounds reading an http request's line and header
+	// (slowloris); default 10s. ReadTimeout bounds reading its body, once
+	// the header is in, and the backend's response; default 30s.
+	// WriteTimeout bounds writing the response, and the request to the
+	// backend; default 30s. http listeners only; zero elsewhere.
+	HeaderTimeout, ReadTimeout, WriteTimeout time.Duration
+	// MaxHeaderBytes bounds an http request's line and header (431 past
+	// it), 1024..1048576, default 8192; MaxBodyBytes its body (413 past it),
+	// 1..268435456, default 4194304. http listeners only; zero elsewhere.
+	MaxHeaderBytes, MaxBodyBytes int
 	// Routes are an http listener's [[listener.route]] blocks, in file
 	// order, which is the order of matching; never empty on an http
 	// listener, always empty on the others.

@@ -118,6 +118,10 @@ func checkHTTPListener(t *testing.T, cfg *Config, l *Listener) {
 	if l.Pool != "" || len(l.Routes) == 0 || (l.TLSCertFile == "") != (l.TLSKeyFile == "") {
 		t.Fatalf("http listener %q: pool %q, %d routes, tls %q %q", l.Name, l.Pool, len(l.Routes), l.TLSCertFile, l.TLSKeyFile)
 	}
+	if l.HeaderTimeout <= 0 || l.ReadTimeout <= 0 || l.WriteTimeout <= 0 ||
+		l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20 || l.MaxBodyBytes < 1 || l.MaxBodyBytes > maxMaxBodyBytes {
+		t.Fatalf("http listener %q: timeouts %v %v %v, sizes %d %d", l.Name, l.HeaderTimeout, l.ReadTimeout, l.WriteTimeout, l.MaxHeaderBytes, l.MaxBodyBytes)
+	}
 	specs := make([]route.Spec, len(l.Routes))
 	for i, r := range l.Routes {
 		specs[i] = r.Spec(fmt.Sprint(i))

@@ -14,7 +14,8 @@ import (
 )
 
 // httpEnabled switches on the http keys: protocol = "http",
-// [[listener.route]], tls_cert_file, tls_key_file, access_log and [[auth]].
+// [[listener.route]], tls_cert_file, tls_key_file, access_log, the http
+// timeouts and size limits, and [[auth]].
 // While it is false they are parsed but rejected as "not implemented yet",
 // so that users cannot configure a mode the server does not run. It becomes
 // true (or goes away) when the HTTP server is wired in.
@@ -31,8 +32,15 @@ const (
 
 // Defaults of the http keys.
 const (
-	defaultLeeway       = "30s"
-	defaultRateLimitKey = "client_ip"
+	defaultLeeway         = "30s"
+	defaultRateLimitKey   = "client_ip"
+	defaultHeaderTimeout  = "10s"
+	defaultReadTimeout    = "30s"
+	defaultWriteTimeout   = "30s"
+	defaultMaxHeaderBytes = 8192
+	defaultMaxBodyBytes   = 4 << 20
+	// The whole body is held in memory while it goes to the backend.
+	maxMaxBodyBytes = 256 << 20
 )
 
 // Route is one [[listener.route]] of an http listener. Routes are tried in
@@ -302,6 +310,11 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 	onlyHTTP("tls_cert_file", r.TLSCertFile.Set)
 	onlyHTTP("tls_key_file", r.TLSKeyFile.Set)
 	onlyHTTP("access_log", r.AccessLog.Set)
+	onlyHTTP("header_timeout", r.HeaderTimeout.Set)
+	onlyHTTP("read_timeout", r.ReadTimeout.Set)
+	onlyHTTP("write_timeout", r.WriteTimeout.Set)
+	onlyHTTP("max_header_bytes", r.MaxHeaderBytes.Set)
+	onlyHTTP("max_body_bytes", r.MaxBodyBytes.Set)
 	for j := range r.Route {
 		if !isHTTP {
 			v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] applies to http listeners only", s.what)
@@ -329,6 +342,11 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 		}
 	}
 	l.AccessLog = s.boolean("access_log", r.AccessLog)
+	l.HeaderTimeout = s.duration("header_timeout", r.HeaderTimeout, defaultHeaderTimeout, false)
+	l.ReadTimeout = s.duration("read_timeout", r.ReadTimeout, defaultReadTimeout, false)
+	l.WriteTimeout = s.duration("write_timeout", r.WriteTimeout, defaultWriteTimeout, false)
+	l.MaxHeaderBytes = s.integer("max_header_bytes", r.MaxHeaderBytes, defaultMaxHeaderBytes, 1024, 1<<20)
+	l.MaxBodyBytes = s.integer("max_body_bytes", r.MaxBodyBytes, defaultMaxBodyBytes, 1, maxMaxBodyBytes)
 
 	if r.Pool.Set {
 		s.errorf("pool", "pool does not apply to http listeners: each [[listener.route]] names its pool")

@@ -125,6 +125,15 @@ func TestHTTPParseErrors(t *testing.T) {
 		{"tls on tcp listener", inListener(`tls_cert_file = "`+testCert+`"`, `tls_key_file = "`+testKey+`"`), []want{{5, "tls_cert_file applies to http listeners only"}, {6, "tls_key_file applies to http listeners only"}}},
 		{"access_log on udp listener", inListener(`protocol = "udp"`, `access_log = true`), []want{{6, "access_log applies to http listeners only"}}},
 		{"access_log not a boolean", inHTTPListener(`access_log = "yes"`), []want{{5, "access_log must be a boolean, not a string"}}},
+		{"http timeouts on a tcp listener", inListener(`header_timeout = "5s"`, `read_timeout = "5s"`, `write_timeout = "5s"`), []want{
+			{5, "header_timeout applies to http listeners only"}, {6, "read_timeout applies to http listeners only"}, {7, "write_timeout applies to http listeners only"}}},
+		{"http sizes on a udp listener", inListener(`protocol = "udp"`, `max_header_bytes = 8192`, `max_body_bytes = 1`), []want{
+			{6, "max_header_bytes applies to http listeners only"}, {7, "max_body_bytes applies to http listeners only"}}},
+		{"header_timeout zero", inHTTPListener(`header_timeout = "0s"`), []want{{5, `header_timeout`}}},
+		{"read_timeout not a duration", inHTTPListener(`read_timeout = "30"`), []want{{5, `read_timeout`}}},
+		{"max_header_bytes too small", inHTTPListener(`max_header_bytes = 100`), []want{{5, "max_header_bytes 100 is out of range 1024..1048576"}}},
+		{"max_body_bytes zero", inHTTPListener(`max_body_bytes = 0`), []want{{5, "max_body_bytes 0 is out of range 1..268435456"}}},
+		{"max_body_bytes too big", inHTTPListener(`max_body_bytes = 1073741824`), []want{{5, "max_body_bytes 1073741824 is out of range 1..268435456"}}},
 		{"accept_proxy_protocol without trusted_proxies", inHTTPListener(`accept_proxy_protocol = true`), []want{{5, "accept_proxy_protocol needs trusted_proxies"}}},
 		{"cert without key", inHTTPListener(`tls_cert_file = "` + testCert + `"`), []want{{5, "tls_cert_file needs tls_key_file: set both to terminate TLS, or neither"}}},
 		{"key without cert", inHTTPListener(`tls_key_file = "` + testKey + `"`), []want{{5, "tls_key_file needs tls_cert_file"}}},

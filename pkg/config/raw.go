@@ -52,10 +52,15 @@ type rawListener struct {
 	UDPResponses rawInt `toml:"udp_responses"`
 
 	// http only; validated when httpEnabled, else "not implemented yet".
-	TLSCertFile rawString  `toml:"tls_cert_file"`
-	TLSKeyFile  rawString  `toml:"tls_key_file"`
-	AccessLog   rawBool    `toml:"access_log"`
-	Route       []rawRoute `toml:"route"`
+	TLSCertFile    rawString  `toml:"tls_cert_file"`
+	TLSKeyFile     rawString  `toml:"tls_key_file"`
+	AccessLog      rawBool    `toml:"access_log"`
+	HeaderTimeout  rawString  `toml:"header_timeout"`
+	ReadTimeout    rawString  `toml:"read_timeout"`
+	WriteTimeout   rawString  `toml:"write_timeout"`
+	MaxHeaderBytes rawInt     `toml:"max_header_bytes"`
+	MaxBodyBytes   rawInt     `toml:"max_body_bytes"`
+	Route          []rawRoute `toml:"route"`
 }
 
 // rawRoute is a [[listener.route]] of an http listener (see httpEnabled).

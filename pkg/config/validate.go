@@ -328,6 +328,13 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 		s.unimplemented("tls_cert_file", r.TLSCertFile.Set)
 		s.unimplemented("tls_key_file", r.TLSKeyFile.Set)
 		s.unimplemented("access_log", r.AccessLog.Set)
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"header_timeout", r.HeaderTimeout.Set}, {"read_timeout", r.ReadTimeout.Set}, {"write_timeout", r.WriteTimeout.Set},
+			{"max_header_bytes", r.MaxHeaderBytes.Set}, {"max_body_bytes", r.MaxBodyBytes.Set}} {
+			s.unimplemented(k.key, k.set)
+		}
 		for j := range r.Route {
 			v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] is not implemented yet", s.what)
 		}

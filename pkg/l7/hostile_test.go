@@ -223,7 +223,7 @@ func FuzzRequest(f *testing.F) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 		}
 	})
-	_, addr := startServer(f, Config{Routes: simpleRoutes(testPool(f, "wrr", baddr)), ReadTimeout: time.Second})
+	_, addr := startServer(f, Config{Routes: simpleRoutes(testPool(f, "wrr", baddr)), HeaderTimeout: time.Second, ReadTimeout: time.Second})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

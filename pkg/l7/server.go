@@ -54,6 +54,7 @@ var sharedSlots pickers
 
 // Defaults for the zero values of Config.
 const (
+	DefaultHeaderTimeout  = 10 * time.Second
 	DefaultReadTimeout    = 30 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
 	DefaultIdleTimeout    = 60 * time.Second
@@ -91,12 +92,15 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept
 	// (and extended) rather than replaced.
 	TrustedProxies []netip.Prefix
-	// ReadTimeout bounds reading a whole request, header included, and
-	// a backend's response; default DefaultReadTimeout. WriteTimeout bounds
-	// writing a response or a request to a backend; default
+	// HeaderTimeout bounds reading a request's line and header, from its
+	// first byte (from the connection's start for the first request): a
+	// slowloris client is cut there; default DefaultHeaderTimeout.
+	// ReadTimeout bounds reading a request's body, once its header is in,
+	// and a backend's response; default DefaultReadTimeout. WriteTimeout
+	// bounds writing a response or a request to a backend; default
 	// DefaultWriteTimeout. IdleTimeout bounds the wait for the next request
 	// on a keep-alive connection; default DefaultIdleTimeout.
-	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	HeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and header (431 beyond it);
 	// default DefaultMaxHeaderBytes. MaxBodyBytes bounds the request body
 	// (413 beyond it); default DefaultMaxBodyBytes.
@@ -110,7 +114,7 @@ type Config struct {
 	// Now is the clock for rate limits and auth; nil means time.Now.
 	Now func() time.Time
 	// MaxConnections caps the listener's open client connections; 0 is
-	// unlimited. It is fixed when the Server is made.
+	// unlimited.
 	MaxConnections int
 	// AccessLog, when not nil, receives one info record per request:
 	// method, host, path, route, status, bytes, duration, backend and
@@ -151,11 +155,36 @@ type liveRoute struct {
 }
 
 // New validates cfg, compiles its routes and returns a Server ready to Serve.
+//
+// The timeouts, size limits and MaxConnections of a Server are fixed when
+// it is made (Update keeps them); SameLimits tells when a new configuration
+// needs a Successor instead.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
+	return newServer(cfg, log, newListenerStats())
+}
+
+// Successor returns a new Server for cfg that carries on s's counters, to
+// take over s's socket when cfg changes what Update cannot.
+func (s *Server) Successor(cfg Config) (*Server, error) {
+	return newServer(cfg, s.log, s.stats)
+}
+
+// SameLimits reports whether a and b have the same timeouts, size limits
+// and connection cap, defaults applied: whether Update can go from one to
+// the other.
+func SameLimits(a, b Config) bool {
+	a, b = withDefaults(a), withDefaults(b)
+	return a.HeaderTimeout == b.HeaderTimeout && a.ReadTimeout == b.ReadTimeout &&
+		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout &&
+		a.MaxHeaderBytes == b.MaxHeaderBytes && a.MaxBodyBytes == b.MaxBodyBytes &&
+		a.MaxConnections == b.MaxConnections && a.ConnectTimeout == b.ConnectTimeout
+}
+
+func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{log: log, stats: newListenerStats()}
+	s := &Server{log: log, stats: stats}
 	st, err := s.build(cfg)
 	if err != nil {
 		return nil, err
@@ -171,9 +200,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		NoDefaultDate:         true,
 		ReadBufferSize:        c.MaxHeaderBytes,
 		MaxRequestBodySize:    c.MaxBodyBytes,
-		ReadTimeout:           c.ReadTimeout,
-		WriteTimeout:          c.WriteTimeout,
-		IdleTimeout:           c.IdleTimeout,
+		// fasthttp's ReadTimeout runs from a request's first byte (the
+		// connection's start for the first one) through its header; a
+		// request with a body then gets ReadTimeout for it (bodyTimeout).
+		ReadTimeout:    c.HeaderTimeout,
+		HeaderReceived: bodyTimeout(c.ReadTimeout),
+		WriteTimeout:   c.WriteTimeout,
+		IdleTimeout:    c.IdleTimeout,
 		// Header names are normalised to their canonical case, and so are
 		// the names given to Peek and Del. Left as the client sent them, a
 		// lower-case x-forwarded-for, keep-alive or claim header would
@@ -189,9 +222,22 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// build turns cfg into a state, reusing the counters of routes that keep
-// their name.
-func (s *Server) build(cfg Config) (*state, error) {
+// bodyTimeout gives a request with a body d to read it, from the end of its
+// header.
+func bodyTimeout(d time.Duration) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		if h.ContentLength() == 0 {
+			return fasthttp.RequestConfig{}
+		}
+		return fasthttp.RequestConfig{ReadTimeout: d}
+	}
+}
+
+// withDefaults fills in the zero timeouts and limits of cfg.
+func withDefaults(cfg Config) Config {
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
@@ -210,6 +256,13 @@ func (s *Server) build(cfg Config) (*state, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	return cfg
+}
+
+// build turns cfg into a state, reusing the counters of routes that keep
+// their name.
+func (s *Server) build(cfg Config) (*state, error) {
+	cfg = withDefaults(cfg)
 	if cfg.Retries < 0 {
 		return nil, fmt.Errorf("%w: listener %q: negative retries", ErrConfig, cfg.Name)
 	}
@@ -241,8 +294,9 @@ func (s *Server) build(cfg Config) (*state, error) {
 }
 
 // Update swaps in a new configuration atomically: requests already past
-// routing finish under the old one, new requests see the new one. Timeouts
-// and size limits of the listening socket keep their first values.
+// routing finish under the old one, new requests see the new one. Timeouts,
+// size limits and MaxConnections keep their first values (see SameLimits
+// and Successor).
 func (s *Server) Update(cfg Config) error {
 	st, err := s.build(cfg)
 	if err != nil {

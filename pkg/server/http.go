@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,14 +23,140 @@ import (
 
 // httpListener is a running http listener: its socket, the l7 server on
 // it, and, with TLS, the certificate a reload can replace.
+//
+// The socket outlives the server: when a reload changes what an l7 server
+// fixes when it is made (timeouts, size limits, max_connections, TLS on or
+// off, accept_proxy_protocol), a successor server takes the socket over
+// (see handover) and the old one finishes its requests in flight, so no
+// connection is refused.
 type httpListener struct {
 	name string
 	bind netip.AddrPort
-	ln   net.Listener
+	sock *socket
 	srv  *l7.Server
+	gen  *serving
+	// lc is the config the serving chain was built from.
+	lc   config.Listener
 	cert *atomic.Pointer[tls.Certificate] // nil without TLS
+}
+
+// serving is one l7 server's turn on the socket: its tap and the end of
+// its Serve.
+type serving struct {
+	tap  *tap
 	done chan struct{}
 }
+
+// socket is an http listener's TCP socket. One goroutine accepts on it and
+// hands each connection to whichever tap is open.
+type socket struct {
+	ln    net.Listener
+	conns chan accepted
+	// back holds connections a closing tap took but did not serve; the
+	// next tap serves them first.
+	back   chan accepted
+	closed chan struct{}
+	once   sync.Once
+}
+
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+func newSocket(ln net.Listener) *socket {
+	s := &socket{ln: ln, conns: make(chan accepted), back: make(chan accepted, 64), closed: make(chan struct{})}
+	go s.acceptLoop()
+	return s
+}
+
+func (s *socket) acceptLoop() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil && errors.Is(err, net.ErrClosed) {
+			return
+		}
+		select {
+		case s.conns <- accepted{c, err}:
+		case <-s.closed:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+	}
+}
+
+// close closes the socket: nothing is accepted any more.
+func (s *socket) close() {
+	s.once.Do(func() {
+		close(s.closed)
+		s.ln.Close()
+	})
+	for {
+		select {
+		case a := <-s.back:
+			if a.c != nil {
+				a.c.Close()
+			}
+		default:
+			return
+		}
+	}
+}
+
+// tap is one server's net.Listener on a socket. Closing it ends that
+// server's Accept loop and leaves the socket open for the next tap.
+type tap struct {
+	s      *socket
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (s *socket) tap() *tap { return &tap{s: s, closed: make(chan struct{})} }
+
+func (t *tap) Accept() (net.Conn, error) {
+	select {
+	case <-t.closed:
+		return nil, net.ErrClosed
+	default:
+	}
+	select {
+	case a := <-t.s.back:
+		return a.c, a.err
+	default:
+	}
+	select {
+	case a := <-t.s.back:
+		return a.c, a.err
+	case a := <-t.s.conns:
+		select {
+		case <-t.closed:
+			// Taken just as this tap closed: the next one serves it.
+			select {
+			case t.s.back <- a:
+			default:
+				if a.c != nil {
+					a.c.Close()
+				}
+			}
+			return nil, net.ErrClosed
+		default:
+		}
+		return a.c, a.err
+	case <-t.closed:
+		return nil, net.ErrClosed
+	case <-t.s.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (t *tap) Close() error {
+	t.once.Do(func() { close(t.closed) })
+	return nil
+}
+
+func (t *tap) Addr() net.Addr { return t.s.ln.Addr() }
 
 // buildVerifiers loads every [[auth]] block: keys are read here, at start
 // and on each reload.
@@ -66,7 +194,12 @@ func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verif
 	c := l7.Config{
 		Name:           lc.Name,
 		TrustedProxies: lc.TrustedProxies,
+		HeaderTimeout:  lc.HeaderTimeout,
+		ReadTimeout:    lc.ReadTimeout,
+		WriteTimeout:   lc.WriteTimeout,
 		IdleTimeout:    lc.IdleTimeout,
+		MaxHeaderBytes: lc.MaxHeaderBytes,
+		MaxBodyBytes:   lc.MaxBodyBytes,
 		ConnectTimeout: lc.ConnectTimeout,
 		Retries:        lc.Retries,
 		LoopBase:       s.engine.Loops(),
@@ -109,11 +242,27 @@ func (s *Server) startHTTP(lc config.Listener, c l7.Config) (*httpListener, erro
 	if err != nil {
 		return nil, err
 	}
+	var cert *tls.Certificate
+	if lc.TLSCertFile != "" {
+		if cert, err = loadCert(lc); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", lc.Bind.String())
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
-	h := &httpListener{name: lc.Name, bind: lc.Bind, ln: ln, srv: srv, done: make(chan struct{})}
+	h := &httpListener{name: lc.Name, bind: lc.Bind, sock: newSocket(ln)}
+	h.gen = s.serve(h, lc, srv, cert)
+	return h, nil
+}
+
+// serve starts srv on a new tap of h's socket, with the PROXY protocol
+// and TLS layers lc asks for, and makes it h's server. cert is the
+// certificate for a TLS listener.
+func (s *Server) serve(h *httpListener, lc config.Listener, srv *l7.Server, cert *tls.Certificate) *serving {
+	g := &serving{tap: h.sock.tap(), done: make(chan struct{})}
+	var ln net.Listener = g.tap
 	if lc.AcceptProxyProtocol {
 		// The PROXY header comes first, before TLS: only from the trusted
 		// proxies, within a deadline; anything else closes that
@@ -136,46 +285,73 @@ func (s *Server) startHTTP(lc config.Listener, c l7.Config) (*httpListener, erro
 			},
 		}
 	}
-	if lc.TLSCertFile != "" {
-		cert, err := loadCert(lc)
-		if err != nil {
-			ln.Close()
-			return nil, err
-		}
-		h.cert = new(atomic.Pointer[tls.Certificate])
-		h.cert.Store(cert)
+	h.cert = nil
+	if cert != nil {
+		certs := new(atomic.Pointer[tls.Certificate])
+		certs.Store(cert)
+		h.cert = certs
 		ln = tls.NewListener(ln, &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			// HTTP/1.1 only: this listener does not speak h2.
 			NextProtos:     []string{"http/1.1"},
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.cert.Load(), nil },
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return certs.Load(), nil },
 		})
 	}
+	h.srv, h.lc = srv, lc
 	go func() {
-		defer close(h.done)
+		defer close(g.done)
 		if err := srv.Serve(ln); err != nil {
 			s.log.Error("http listener stopped", "listener", lc.Name, "err", err)
 		}
 	}()
-	return h, nil
+	return g
 }
 
-// addr is the bound address.
-func (h *httpListener) addr() string { return h.ln.Addr().String() }
-
-// stop shuts the listener down, letting requests in flight finish until
-// ctx ends.
-func (h *httpListener) stop(ctx context.Context) {
-	h.srv.Shutdown(ctx)
-	select {
-	case <-h.done:
-	case <-ctx.Done():
+// limits is the part of an l7 config that l7.SameLimits compares.
+func limits(lc config.Listener) l7.Config {
+	return l7.Config{
+		HeaderTimeout: lc.HeaderTimeout, ReadTimeout: lc.ReadTimeout, WriteTimeout: lc.WriteTimeout,
+		IdleTimeout: lc.IdleTimeout, MaxHeaderBytes: lc.MaxHeaderBytes, MaxBodyBytes: lc.MaxBodyBytes,
+		MaxConnections: lc.MaxConnections, ConnectTimeout: lc.ConnectTimeout,
 	}
 }
 
-// errTLSChange refuses a reload that turns TLS on or off on a listener
-// that keeps its bind: its socket cannot change in place.
-var errTLSChange = errors.New("turning TLS on or off needs a new bind address or a restart")
+// needsSuccessor reports whether going from h's config to lc takes a new
+// l7 server on the socket rather than an Update.
+func (h *httpListener) needsSuccessor(lc config.Listener) bool {
+	return !l7.SameLimits(limits(h.lc), limits(lc)) || (h.lc.TLSCertFile != "") != (lc.TLSCertFile != "") ||
+		h.lc.AcceptProxyProtocol != lc.AcceptProxyProtocol ||
+		(lc.AcceptProxyProtocol && !slices.Equal(h.lc.TrustedProxies, lc.TrustedProxies))
+}
+
+// handover moves h's socket to srv, built for lc: the new server accepts
+// from now on, and the old one stops accepting and finishes its requests
+// in flight within timeout, in the background.
+func (s *Server) handover(h *httpListener, lc config.Listener, srv *l7.Server, cert *tls.Certificate, timeout time.Duration) {
+	oldSrv, oldGen := h.srv, h.gen
+	h.gen = s.serve(h, lc, srv, cert)
+	oldGen.tap.Close()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		oldSrv.Shutdown(ctx)
+		<-oldGen.done
+	}()
+}
+
+// addr is the bound address.
+func (h *httpListener) addr() string { return h.sock.ln.Addr().String() }
+
+// stop shuts the listener down, letting requests in flight finish until
+// ctx ends, and closes its socket.
+func (h *httpListener) stop(ctx context.Context) {
+	h.sock.close()
+	h.srv.Shutdown(ctx)
+	select {
+	case <-h.gen.done:
+	case <-ctx.Done():
+	}
+}
 
 // shutdownHTTP stops every http listener within ctx.
 func (s *Server) shutdownHTTPLocked(ctx context.Context) {

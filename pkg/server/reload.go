@@ -130,6 +130,8 @@ func (s *Server) apply(cfg *config.Config) error {
 		lc   config.Listener
 		cfg  l7.Config
 		cert *tls.Certificate
+		// successor, when set, takes the socket over instead of an Update.
+		successor *l7.Server
 	}
 	var httpUpdates []httpUpdate
 	nextHTTP := map[string]*httpListener{}
@@ -153,15 +155,17 @@ func (s *Server) apply(cfg *config.Config) error {
 			nextHTTP[lc.Name] = nh
 			continue
 		}
-		if (h.cert != nil) != (lc.TLSCertFile != "") {
-			abandon(nil)
-			return fmt.Errorf("listener %q: %w", lc.Name, errTLSChange)
-		}
-		if _, err := l7.New(c, s.log); err != nil { // validates, serves nothing
+		u := httpUpdate{h: h, lc: lc, cfg: c}
+		if h.needsSuccessor(lc) {
+			// Serves nothing until the commit.
+			if u.successor, err = h.srv.Successor(c); err != nil {
+				abandon(nil)
+				return err
+			}
+		} else if _, err := l7.New(c, s.log); err != nil { // validates, serves nothing
 			abandon(nil)
 			return err
 		}
-		u := httpUpdate{h: h, lc: lc, cfg: c}
 		if lc.TLSCertFile != "" {
 			if u.cert, err = loadCert(lc); err != nil {
 				abandon(nil)
@@ -194,11 +198,18 @@ func (s *Server) apply(cfg *config.Config) error {
 
 	// Commit: from here on nothing fails.
 	for _, u := range httpUpdates {
-		if err := u.h.srv.Update(u.cfg); err != nil {
-			s.log.Error("http listener update", "listener", u.lc.Name, "err", err) // validated above
-		}
-		if u.cert != nil {
-			u.h.cert.Store(u.cert)
+		switch {
+		case u.successor != nil:
+			s.log.Info("http listener limits changed: a new server takes the socket over", "listener", u.lc.Name, "bind", u.h.addr())
+			s.handover(u.h, u.lc, u.successor, u.cert, cfg.Global.ShutdownTimeout)
+		default:
+			if err := u.h.srv.Update(u.cfg); err != nil {
+				s.log.Error("http listener update", "listener", u.lc.Name, "err", err) // validated above
+			}
+			if u.cert != nil {
+				u.h.cert.Store(u.cert)
+			}
+			u.h.lc = u.lc
 		}
 		u.h.name = u.lc.Name
 		nextHTTP[u.lc.Name] = u.h

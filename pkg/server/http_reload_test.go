@@ -1,0 +1,165 @@
+package server
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
+)
+
+// TestHTTPReloadLimits: a reload that changes what an l7 server fixes when
+// it is made (max_body_bytes, header_timeout, then TLS on) hands the
+// listener's socket to a new server. Requests in flight on the old one
+// finish, no connection is refused meanwhile, the new limits apply and the
+// counters carry on.
+func TestHTTPReloadLimits(t *testing.T) {
+	dir := t.TempDir()
+	release := make(chan struct{})
+	var held atomic.Int64
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/hold" {
+			held.Add(1)
+			<-release
+		}
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(body))
+	})}
+	go be.Serve(l)
+	t.Cleanup(func() { be.Close() })
+	bind, metricsAddr := nettest.FreePort(t), nettest.FreePort(t)
+	cert, key := selfSigned(t, dir, "reloaded")
+	conf := func(extra string) string {
+		return fmt.Sprintf(`[global]
+admin_socket = %q
+metrics_listen = %q
+
+[[listener]]
+name = "edge"
+bind = %q
+protocol = "http"
+%s
+  [[listener.route]]
+  pool = "web"
+
+[[pool]]
+name = "web"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(dir, "admin.sock"), metricsAddr, bind, extra, l.Addr().String())
+	}
+	f := newReloadFixture(t, conf("max_body_bytes = 1024"))
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	post := func(scheme, path string, n int) (int, string) {
+		t.Helper()
+		resp, err := client.Post(scheme+"://"+bind+path, "application/octet-stream", bytes.NewReader(make([]byte, n)))
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := post("http", "/big", 2000); code != 413 {
+		t.Fatalf("2000 bytes under max_body_bytes 1024: %d", code)
+	}
+
+	// A request held at the backend across the reload.
+	heldDone := make(chan string, 1)
+	go func() {
+		c := &http.Client{Timeout: 20 * time.Second}
+		resp, err := c.Get("http://" + bind + "/hold")
+		if err != nil {
+			heldDone <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		heldDone <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	waitSettled(t, "the held request at the backend", func() bool { return held.Load() == 1 })
+
+	// New connections all along the reloads.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", bind, 2*time.Second)
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				continue
+			}
+			c.Close()
+			ok.Add(1)
+		}
+	}()
+
+	f.write(conf("max_body_bytes = 4096\nheader_timeout = \"3s\""))
+	if _, err := f.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := post("http", "/big", 2000); code != 200 || body != "/big 2000" {
+		t.Fatalf("2000 bytes under max_body_bytes 4096: %d %q", code, body)
+	}
+	close(release)
+	if got := <-heldDone; got != "200 /hold 0" {
+		t.Fatalf("request held across the reload: %s", got)
+	}
+
+	// TLS on, on the same bind.
+	f.write(conf(fmt.Sprintf("max_body_bytes = 4096\ntls_cert_file = %q\ntls_key_file = %q", cert, key)))
+	if _, err := f.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	client.CloseIdleConnections()
+	if code, body := post("https", "/tls", 10); code != 200 || body != "/tls 10" {
+		t.Fatalf("https after TLS was turned on: %d %q", code, body)
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() > 0 || ok.Load() == 0 {
+		t.Fatalf("connections during the reloads: %d ok, %d failed (%v)", ok.Load(), failed.Load(), firstErr.Load())
+	}
+	text := scrape(t, metricsAddr)
+	for _, want := range []string{
+		`lbd_http_rejected_total{listener="edge",reason="body_too_large",route=""} 1`,
+		`lbd_http_requests_total{code="200",listener="edge",route="*"} 3`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "lbd_http_") && !strings.Contains(l, "bucket") {
+				t.Log(l)
+			}
+		}
+	}
+}
