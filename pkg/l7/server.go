@@ -135,6 +135,10 @@ type Server struct {
 
 	clientsMu sync.Mutex
 	clients   sync.Map // *pool.Backend → *fasthttp.HostClient
+
+	// rejectedBase counts the connections refused at MaxConnections by
+	// the servers this one succeeded.
+	rejectedBase atomic.Uint64
 }
 
 // state is everything a reload replaces at once.
@@ -168,6 +172,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) Successor(cfg Config) (*Server, error) {
 	return newServer(cfg, s.log, s.stats)
 }
+
+// OpenConnections is the number of client connections open now.
+func (s *Server) OpenConnections() int { return int(s.srv.GetOpenConnectionsCount()) }
+
+// RejectedConnections counts the connections refused past MaxConnections
+// (answered 503 and closed), by this server and those it succeeded.
+func (s *Server) RejectedConnections() uint64 {
+	return s.rejectedBase.Load() + uint64(s.srv.GetRejectedConnectionsCount())
+}
+
+// Inherit adds prev's refused connections to s's, once prev has stopped
+// accepting and s has taken its place.
+func (s *Server) Inherit(prev *Server) { s.rejectedBase.Add(prev.RejectedConnections()) }
 
 // SameLimits reports whether a and b have the same timeouts, size limits
 // and connection cap, defaults applied: whether Update can go from one to

@@ -38,6 +38,9 @@ type httpListener struct {
 	// lc is the config the serving chain was built from.
 	lc   config.Listener
 	cert *atomic.Pointer[tls.Certificate] // nil without TLS
+	// proxyRejected counts connections closed for a PROXY header from an
+	// untrusted source.
+	proxyRejected atomic.Uint64
 }
 
 // serving is one l7 server's turn on the socket: its tap and the end of
@@ -57,6 +60,8 @@ type socket struct {
 	back   chan accepted
 	closed chan struct{}
 	once   sync.Once
+	// accepted counts the connections accepted on the socket.
+	accepted atomic.Uint64
 }
 
 type accepted struct {
@@ -75,6 +80,9 @@ func (s *socket) acceptLoop() {
 		c, err := s.ln.Accept()
 		if err != nil && errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err == nil {
+			s.accepted.Add(1)
 		}
 		select {
 		case s.conns <- accepted{c, err}:
@@ -281,6 +289,7 @@ func (s *Server) serve(h *httpListener, lc config.Listener, srv *l7.Server, cert
 					}
 				}
 				// Closes this connection; the listener goes on.
+				h.proxyRejected.Add(1)
 				return proxyproto.REJECT, proxyproto.ErrInvalidUpstream
 			},
 		}
@@ -331,6 +340,7 @@ func (s *Server) handover(h *httpListener, lc config.Listener, srv *l7.Server, c
 	oldSrv, oldGen := h.srv, h.gen
 	h.gen = s.serve(h, lc, srv, cert)
 	oldGen.tap.Close()
+	srv.Inherit(oldSrv)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()

@@ -150,6 +150,8 @@ algorithm = "wrr"
 	for _, want := range []string{
 		`lbd_http_rejected_total{listener="edge",reason="body_too_large",route=""} 1`,
 		`lbd_http_requests_total{code="200",listener="edge",route="*"} 3`,
+		`lbd_listener_connections_total{listener="edge"} `,
+		`lbd_listener_rejected_total{listener="edge",reason="max_connections"} 0`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s", want)

@@ -267,7 +267,7 @@ algorithm = "wrr"
   [pool.health_check]
   type = "none"
 `, filepath.Join(dir, "admin.sock"), front, l.Addr().String())
-	newReloadFixture(t, text)
+	f := newReloadFixture(t, text)
 
 	c, err := net.Dial("tcp", front)
 	if err != nil {
@@ -323,4 +323,15 @@ algorithm = "wrr"
 		t.Fatalf("backend reached from an untrusted source (%q)", got)
 	default:
 	}
+	// The listener's own metrics count all of it.
+	for _, m := range f.s.MetricsListeners() {
+		if m.Name != "edge" {
+			continue
+		}
+		if m.Connections < 3 || m.Rejected["max_connections"] < 1 || m.Rejected["proxy_header"] < 1 {
+			t.Fatalf("listener metrics %+v", m)
+		}
+		return
+	}
+	t.Fatal("no listener metrics for the http listener")
 }

@@ -347,6 +347,10 @@ func (s *Server) MetricsListeners() []metrics.Listener {
 		}
 		out = append(out, m)
 	}
+	for name, h := range s.http {
+		out = append(out, metrics.Listener{Name: name, Connections: h.sock.accepted.Load(), Active: int64(h.srv.OpenConnections()),
+			Rejected: map[string]uint64{"max_connections": h.srv.RejectedConnections(), "proxy_header": h.proxyRejected.Load()}})
+	}
 	return out
 }
 
