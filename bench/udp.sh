@@ -272,6 +272,7 @@ bind = "127.0.0.1:$(front_port lbd)"
 protocol = "udp"
 pool = "dns"
 udp_responses = 1
+udp_reuse_sockets = true
 idle_timeout = "10s"
 
 [[pool]]

@@ -113,6 +113,12 @@ type Listener struct {
 	// UDPResponses closes a udp flow after this many replies (1 for DNS);
 	// 0, the default, keeps it until IdleTimeout.
 	UDPResponses int
+	// UDPReuseSockets lets a udp flow that got all its UDPResponses replies
+	// leave its backend socket to the next new flow to that backend.
+	// Default false: only for protocols whose servers never send more
+	// replies than that (DNS), since a late extra reply would reach the
+	// next client. Needs UDPResponses.
+	UDPReuseSockets bool
 	// TLSCertFile and TLSKeyFile, on an http listener, are both set or both
 	// empty; when set, TLS is terminated here. Validation checks that the
 	// files exist and can be opened; the server parses them at start and on

@@ -96,6 +96,12 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		if l.AcceptProxyProtocol && len(l.TrustedProxies) == 0 {
 			t.Fatalf("listener %q accepts PROXY headers from nobody", l.Name)
 		}
+		if l.UDPReuseSockets && (l.Protocol != ProtocolUDP || l.UDPResponses < 1) {
+			t.Fatalf("listener %q reuses udp sockets without udp_responses: %+v", l.Name, l)
+		}
+		if l.Protocol != ProtocolHTTP && (l.HeaderTimeout != 0 || l.MaxBodyBytes != 0) {
+			t.Fatalf("listener %q has http limits: %+v", l.Name, l)
+		}
 	}
 	for _, p := range cfg.Pools {
 		if len(p.Backends) == 0 || !isPrime(p.MaglevTableSize) {

@@ -48,8 +48,9 @@ type rawListener struct {
 	Retries             rawInt     `toml:"retries"`
 
 	// udp only; not implemented yet.
-	UDPMaxFlows  rawInt `toml:"udp_max_flows"`
-	UDPResponses rawInt `toml:"udp_responses"`
+	UDPMaxFlows     rawInt  `toml:"udp_max_flows"`
+	UDPResponses    rawInt  `toml:"udp_responses"`
+	UDPReuseSockets rawBool `toml:"udp_reuse_sockets"`
 
 	// http only; validated when httpEnabled, else "not implemented yet".
 	TLSCertFile    rawString  `toml:"tls_cert_file"`

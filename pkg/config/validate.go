@@ -314,11 +314,15 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 	}
 	l.UDPMaxFlows = s.integer("udp_max_flows", r.UDPMaxFlows, defaultUDPMaxFlows, 1, maxInt)
 	l.UDPResponses = s.integer("udp_responses", r.UDPResponses, defaultUDPResponses, 0, maxInt)
+	l.UDPReuseSockets = s.boolean("udp_reuse_sockets", r.UDPReuseSockets)
+	if l.UDPReuseSockets && l.UDPResponses == 0 && l.Protocol == ProtocolUDP {
+		s.errorf("udp_reuse_sockets", "udp_reuse_sockets needs udp_responses: only a flow that got all its replies leaves its socket")
+	}
 	if l.Protocol != ProtocolUDP {
 		for _, k := range []struct {
 			key string
 			set bool
-		}{{"udp_max_flows", r.UDPMaxFlows.Set}, {"udp_responses", r.UDPResponses.Set}} {
+		}{{"udp_max_flows", r.UDPMaxFlows.Set}, {"udp_responses", r.UDPResponses.Set}, {"udp_reuse_sockets", r.UDPReuseSockets.Set}} {
 			if k.set {
 				s.errorf(k.key, "%s applies to udp listeners only", k.key)
 			}

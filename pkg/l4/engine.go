@@ -111,6 +111,9 @@ type ListenerConfig struct {
 	// UDPMaxFlows caps the listener's flows (0 = unlimited); UDPResponses
 	// ends a flow after that many replies (0 = at IdleTimeout only).
 	UDPMaxFlows, UDPResponses int
+	// UDPReuseSockets keeps the socket of a flow that got all its replies
+	// for the next new flow to that backend (see spareFlow).
+	UDPReuseSockets bool
 }
 
 // Reasons a listener closes a connection without forwarding it.

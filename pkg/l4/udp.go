@@ -323,6 +323,7 @@ func (l *loop) sendFlow(f *flow, k int) {
 			// An ICMP port unreachable from the backend: the flow
 			// ends, and what it had queued is lost with it.
 			st.Dropped[DropBackendError].Add(uint64(k - sent))
+			l.countSent(f, ok, bytes)
 			l.flowRefused(f)
 			return
 		case e != 0:
@@ -338,12 +339,17 @@ func (l *loop) sendFlow(f *flow, k int) {
 		sent += int(r)
 		ok += int(r)
 	}
-	if ok == 0 {
+	l.countSent(f, ok, bytes)
+}
+
+// countSent records n datagrams of size bytes sent on f.
+func (l *loop) countSent(f *flow, n int, bytes uint64) {
+	if n == 0 {
 		return
 	}
 	f.lastSeen = l.now
-	f.requests += ok
-	st.ToBackend.Add(uint64(ok))
+	f.requests += n
+	f.ln.udpStats[l.id].ToBackend.Add(uint64(n))
 	f.backend.Stats(l.id).BytesToBackend.Add(bytes)
 }
 
@@ -376,7 +382,10 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 		if m := b.MaxConn.Load(); m > 0 && b.Active.Load() >= m {
 			continue
 		}
-		f := l.takeSpare(b.Addr)
+		var f *flow
+		if cfg.UDPReuseSockets {
+			f = l.takeSpare(ll, b.Addr)
+		}
 		if f != nil {
 			l.startFlow(f, ll, cfg, b, client, local)
 			reserved = false // the flow holds it now
@@ -433,10 +442,12 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 	l.armFlow(f)
 }
 
-// takeSpare returns a spare socket connected to addr, drained, or nil.
-// Datagrams that reached a spare socket belong to no flow and are dropped.
-func (l *loop) takeSpare(addr netip.AddrPort) *flow {
+// takeSpare returns a spare socket connected to addr, drained, or nil, for
+// a new flow of ll. Datagrams that reached a spare socket belong to no flow:
+// they are dropped, counted on ll, and the socket with them.
+func (l *loop) takeSpare(ll *loopListener, addr netip.AddrPort) *flow {
 	u := l.udp
+	st := &ll.ln.udpStats[l.id]
 	for {
 		list := u.spare[addr]
 		if len(list) == 0 {
@@ -450,27 +461,37 @@ func (l *loop) takeSpare(addr netip.AddrPort) *flow {
 		}
 		u.nSpare--
 		f.spare = false
-		if l.drain(f.fd) {
+		usable, stray := l.drain(f.fd)
+		if stray > 0 {
+			// The backend answered the ended flow once more than it was
+			// asked: what else it sends late could reach this client.
+			st.Dropped[DropBackendError].Add(uint64(stray))
+			usable = false
+		}
+		if usable {
 			return f
 		}
-		// A pending error (the backend went away): not reusable.
+		// Or a pending error: the backend went away.
 		l.dropFlowSocket(f)
 	}
 }
 
-// drain reads fd until it is empty, and reports whether it is still usable.
-// A datagram longer than the buffer is still consumed whole, the rest cut
-// off; the batch buffers hold datagrams in flight and must not be used.
-func (l *loop) drain(fd int) bool {
+// drain reads fd until it is empty, and reports whether it is still usable
+// and how many datagrams it held (replies nobody waits for). A datagram
+// longer than the buffer is still consumed whole, the rest cut off; the
+// batch buffers hold datagrams in flight and must not be used.
+func (l *loop) drain(fd int) (usable bool, stray int) {
 	var buf [64]byte
 	for {
 		_, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 		switch e {
-		case 0, unix.EINTR:
+		case 0:
+			stray++
+		case unix.EINTR:
 		case unix.EAGAIN:
-			return true
+			return true, stray
 		default:
-			return false
+			return false, stray
 		}
 	}
 }
@@ -661,7 +682,7 @@ func (l *loop) udpReplies(f *flow) {
 		u.outFd, u.outLn = lfd, f.ln
 		var bytes uint64
 		lim := f.cfg.UDPResponses
-		done := false
+		done, extra := false, 0
 		for j := 0; j < got; j++ {
 			i := first + j
 			n := int(out.msgs[i].Len)
@@ -672,7 +693,7 @@ func (l *loop) udpReplies(f *flow) {
 			if lim > 0 && f.replies >= f.requests*lim {
 				// Every request has its replies: the flow ends, and
 				// any datagram read past them goes with it.
-				done = true
+				done, extra = true, got-j-1
 				break
 			}
 		}
@@ -682,7 +703,16 @@ func (l *loop) udpReplies(f *flow) {
 			l.udpFlush()
 		}
 		if done {
-			l.spareFlow(f)
+			// The socket serves another client only if the backend sent
+			// no more than it was asked for.
+			if extra > 0 {
+				f.ln.udpStats[l.id].Dropped[DropBackendError].Add(uint64(extra))
+				l.closeFlow(f)
+			} else if f.cfg.UDPReuseSockets {
+				l.spareFlow(f)
+			} else {
+				l.closeFlow(f)
+			}
 			return
 		}
 		if got < room {

@@ -446,10 +446,10 @@ func TestUDPResponsesInFlight(t *testing.T) {
 	waitFor(t, "the flow closed after the last answer", func() bool { return ln.Active() == 0 })
 }
 
-// TestUDPSpareSockets: flows that end with every reply in (udp_responses)
-// leave their sockets for the next flows to the same backend, and a late
-// datagram that reached such a socket in between never goes to the next
-// client.
+// TestUDPSpareSockets: with UDPReuseSockets, flows that end with every
+// reply in (udp_responses) leave their sockets for the next flows to the
+// same backend; a datagram that reached such a socket in between never goes
+// to the next client, and that socket is not reused.
 func TestUDPSpareSockets(t *testing.T) {
 	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -474,7 +474,10 @@ func TestUDPSpareSockets(t *testing.T) {
 		}
 	}()
 	e := testEngine(t, Options{Loops: 1})
-	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", be.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) { c.UDPResponses = 1 })
+	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", be.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) {
+		c.UDPResponses = 1
+		c.UDPReuseSockets = true
+	})
 
 	var from netip.AddrPort
 	for i := 0; i < 20; i++ {
@@ -509,8 +512,66 @@ func TestUDPSpareSockets(t *testing.T) {
 	if n, _, err := c.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("next client also got %q", buf[:n])
 	}
-	if from2 := <-last; from2 != from {
-		t.Errorf("next flow used %v, not the spare %v", from2, from)
+	if from2 := <-last; from2 == from {
+		t.Errorf("next flow reused the socket %v that had a stray reply", from)
+	}
+	if _, _, dropped := ln.UDPTotals(); dropped[DropBackendError] != 1 {
+		t.Errorf("%d dropped as backend_error, want the one stray", dropped[DropBackendError])
+	}
+}
+
+// TestUDPLateReply: by default an ended flow's socket closes, so a reply
+// the backend sends late for it reaches no one, not even the next client
+// while its own flow waits for its answer.
+func TestUDPLateReply(t *testing.T) {
+	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	alice := make(chan netip.AddrPort, 1)
+	bobAsked := make(chan netip.AddrPort, 1)
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			n, from, err := be.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			switch msg := string(buf[:n]); msg {
+			case "alice":
+				be.WriteToUDPAddrPort([]byte("re:alice"), from)
+				alice <- from
+			case "bob":
+				bobAsked <- from // answered by the test, later
+			}
+		}
+	}()
+	e := testEngine(t, Options{Loops: 1})
+	ln := udpProxy(t, e, testPool(t, e.Loops(), "wrr", be.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) { c.UDPResponses = 1 })
+	if got, _, err := exchange(t, udpClient(t), ln.Addr(), []byte("alice")); err != nil || string(got) != "re:alice" {
+		t.Fatalf("alice: %q %v", got, err)
+	}
+	aliceSock := <-alice
+	waitFor(t, "alice's flow ended", func() bool { return ln.Active() == 0 })
+	bob := udpClient(t)
+	bob.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := bob.WriteToUDPAddrPort([]byte("bob"), ln.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	bobSock := <-bobAsked
+	// Alice's reply once more, late, to the socket her flow had; then
+	// bob's answer.
+	be.WriteToUDPAddrPort([]byte("re:alice-late"), aliceSock)
+	be.WriteToUDPAddrPort([]byte("re:bob"), bobSock)
+	buf := make([]byte, 100)
+	n, _, err := bob.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "re:bob" {
+		t.Fatalf("bob got %q, %v", buf[:n], err)
+	}
+	bob.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := bob.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("bob also got %q", buf[:n])
 	}
 }
 

@@ -149,19 +149,20 @@ func listenerConfig(lc config.Listener, pools map[string]*pool.Pool) l4.Listener
 		pv = l4.ProxyV2
 	}
 	return l4.ListenerConfig{
-		Name:           lc.Name,
-		Bind:           lc.Bind,
-		Pool:           pools[lc.Pool],
-		ProxyProtocol:  pv,
-		AcceptProxy:    lc.AcceptProxyProtocol,
-		TrustedProxies: lc.TrustedProxies,
-		MaxConnections: lc.MaxConnections,
-		ConnectTimeout: lc.ConnectTimeout,
-		IdleTimeout:    lc.IdleTimeout,
-		Retries:        lc.Retries,
-		UDP:            lc.Protocol == config.ProtocolUDP,
-		UDPMaxFlows:    lc.UDPMaxFlows,
-		UDPResponses:   lc.UDPResponses,
+		Name:            lc.Name,
+		Bind:            lc.Bind,
+		Pool:            pools[lc.Pool],
+		ProxyProtocol:   pv,
+		AcceptProxy:     lc.AcceptProxyProtocol,
+		TrustedProxies:  lc.TrustedProxies,
+		MaxConnections:  lc.MaxConnections,
+		ConnectTimeout:  lc.ConnectTimeout,
+		IdleTimeout:     lc.IdleTimeout,
+		Retries:         lc.Retries,
+		UDP:             lc.Protocol == config.ProtocolUDP,
+		UDPMaxFlows:     lc.UDPMaxFlows,
+		UDPResponses:    lc.UDPResponses,
+		UDPReuseSockets: lc.UDPReuseSockets,
 	}
 }
 
