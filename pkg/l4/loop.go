@@ -215,6 +215,12 @@ func pollerFile(epfd int) (*os.File, syscall.RawConn, error) {
 		return nil, nil, errors.Join(errors.New("dup epoll fd"), err)
 	}
 	f := os.NewFile(uintptr(dup), "epoll")
+	if f.SetReadDeadline(time.Time{}) != nil {
+		// Not in the runtime's poller after all: the loop blocks in
+		// epoll_wait instead (see wait).
+		f.Close()
+		return nil, nil, nil
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
@@ -236,6 +242,11 @@ func pollerFile(epfd int) (*os.File, syscall.RawConn, error) {
 func (l *loop) wait(ms int) (n int, err error) {
 	if ms == 0 {
 		return rawEpollPoll(l.epfd, l.events)
+	}
+	if l.waiter == nil {
+		// The runtime's poller did not take the epoll fd (it always
+		// does on Linux): block in epoll_wait as a plain system call.
+		return unix.EpollWait(l.epfd, l.events, ms)
 	}
 	if ms > 0 {
 		l.waiter.SetReadDeadline(time.Now().Add(time.Duration(ms) * time.Millisecond))
@@ -486,7 +497,9 @@ func (l *loop) release() {
 	defer l.cmdMu.Unlock()
 	l.halted = true
 	if l.epfd >= 0 {
-		l.waiter.Close()
+		if l.waiter != nil {
+			l.waiter.Close()
+		}
 		unix.Close(l.epfd)
 		unix.Close(l.evfd)
 		l.epfd, l.evfd = -1, -1

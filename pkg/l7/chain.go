@@ -120,7 +120,7 @@ func (f framingStage) serve(x *exchange) {
 	if seen&hdrTransferEncoding != 0 {
 		// A chunked body may end in trailer fields, which fasthttp may
 		// merge into the header: assume every header is there.
-		x.headers = hdrAll
+		x.headers = hdrAll | seen&hdrUnderscore
 	}
 	if up := h.Peek("Upgrade"); len(up) > 0 {
 		// WebSocket goes on through routing, auth and rate limits, then
@@ -182,6 +182,14 @@ func badFraming(raw []byte) (reason string, seen headerSet) {
 		}
 		bit := headerBit(name)
 		seen |= bit
+		if bytes.IndexByte(name, '_') >= 0 {
+			seen |= hdrUnderscore
+			if dashedBit(name) != 0 {
+				// A backend behind CGI-style header folding would read
+				// it as the header it imitates.
+				return "underscore in a hop-by-hop or forwarding header name", seen
+			}
+		}
 		switch bit {
 		case hdrContentLength:
 			cl++
@@ -260,7 +268,10 @@ func (a authStage) serve(x *exchange) {
 		return
 	}
 	h := &x.ctx.Request.Header
-	fwd := v.ForwardHeaders()
+	fwd := v.Forwarded()
+	if x.headers&hdrUnderscore != 0 && len(fwd) > 0 {
+		dropDashed(h, fwd)
+	}
 	for _, f := range fwd {
 		h.Del(f.Header)
 		// Should a claim be forwarded under a header the proxy also
@@ -281,6 +292,27 @@ func (a authStage) serve(x *exchange) {
 		}
 	}
 	a.next.serve(x)
+}
+
+// dropDashed deletes the client's headers that read as a forward_claims
+// header once their underscores are read as dashes (X_User_Id for
+// X-User-Id), which a CGI-style backend would take for the claim.
+func dropDashed(h *fasthttp.RequestHeader, fwd []auth.ForwardClaim) {
+	var drop [][]byte
+	for k := range h.All() {
+		if bytes.IndexByte(k, '_') < 0 {
+			continue
+		}
+		for _, f := range fwd {
+			if dashedEqualFold(k, f.Header) {
+				drop = append(drop, append([]byte(nil), k...))
+				break
+			}
+		}
+	}
+	for _, k := range drop {
+		h.DelBytes(k)
+	}
 }
 
 // limitStage applies the route's rate limit: 429 with Retry-After.

@@ -174,3 +174,66 @@ func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 	}
 	return ap
 }
+
+// TestHeaderUnderscores: CGI-style servers read X_Forwarded_For as
+// X-Forwarded-For, so such a name for a hop-by-hop or forwarding header is
+// refused; other names with underscores pass.
+func TestHeaderUnderscores(t *testing.T) {
+	be := newBackend(t, echoHandler)
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", be.addr))})
+	for _, h := range []string{"X_Forwarded_For: 6.6.6.6", "x_forwarded-host: evil", "Keep_Alive: 1", "FORWARDED_: x"} {
+		if strings.HasSuffix(strings.SplitN(h, ":", 2)[0], "_") {
+			continue // not an imitation of any header
+		}
+		resp, _, c := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\n"+h+"\r\n\r\n")
+		if resp.StatusCode != 400 {
+			t.Errorf("%s: %d, want 400", h, resp.StatusCode)
+		}
+		if !closedAfter(c) {
+			t.Errorf("%s: connection left open", h)
+		}
+	}
+	if n := be.requests.Load(); n != 0 {
+		t.Fatalf("backend saw %d requests", n)
+	}
+	resp, _, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nX_Custom: v\r\n\r\n")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Got-X_custom") != "v" {
+		t.Fatalf("X_Custom: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestForwardedClaimsKept: a client can neither imitate a forward_claims
+// header with underscores nor have Connection name it away.
+func TestForwardedClaimsKept(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.New(auth.Config{Name: "a", Algorithms: []string{"HS256"}, HMACSecretFile: file,
+		ForwardClaims: map[string]string{"sub": "X-User-Id"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := newBackend(t, echoHandler)
+	_, addr := startServer(t, Config{Now: func() time.Time { return now },
+		Routes: []Route{{Name: "r", Pool: testPool(t, "wrr", be.addr), Auth: v}}})
+	resp, _, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer "+tok+
+		"\r\nConnection: X-User-Id\r\nX_User_Id: mallory\r\nx_user-id: eve\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := resp.Header.Values("X-Got-X-User-Id"); len(got) != 1 || got[0] != "alice" {
+		t.Errorf("X-User-Id %q, want the claim", got)
+	}
+	for k := range resp.Header {
+		if strings.Contains(k, "_") {
+			t.Errorf("backend got %s: %q", k, resp.Header[k])
+		}
+	}
+}

@@ -32,6 +32,10 @@ const (
 	// hdrAll is every header of the set: what a request whose header
 	// block was not scanned is assumed to carry.
 	hdrAll = hdrContentLength<<1 - 1
+
+	// hdrUnderscore is no header: it marks a request with an underscore in
+	// some header name (see authStage).
+	hdrUnderscore headerSet = 1 << 15
 )
 
 // headerNames are the names of the bits, in bit order.
@@ -76,6 +80,48 @@ func headerBit(name []byte) headerSet {
 		}
 	}
 	return 0
+}
+
+// dashedBit is headerBit of name with its underscores read as dashes, the
+// way CGI-style servers fold them (X_Forwarded_For is X-Forwarded-For to
+// them).
+func dashedBit(name []byte) headerSet {
+	var buf [24]byte
+	if len(name) > len(buf) {
+		return 0
+	}
+	d := buf[:len(name)]
+	for i, c := range name {
+		if c == '_' {
+			c = '-'
+		}
+		d[i] = c
+	}
+	return headerBit(d)
+}
+
+// dashedEqualFold reports whether name is s, ignoring ASCII case and
+// reading underscores in name as dashes.
+func dashedEqualFold(name []byte, s string) bool {
+	if len(name) != len(s) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c, d := name[i], s[i]
+		if c == '_' {
+			c = '-'
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
 }
 
 // name is the header name of a single bit.

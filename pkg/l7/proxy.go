@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -193,7 +194,7 @@ func (p *proxyStage) serve(x *exchange) {
 		r.Pool.ConnectSucceeded(b)
 		x.backend = b.Name
 		stats.BytesToClient.Add(uint64(resp.Header.Len() + max(bodyLen(resp), 0)))
-		stripHop(&resp.Header, responseHeaders(&resp.Header))
+		stripHop(&resp.Header, responseHeaders(&resp.Header), nil)
 		// The backend's Connection: close concerns its own connection, not
 		// the client's.
 		resp.Header.ResetConnectionClose()
@@ -207,7 +208,11 @@ func (p *proxyStage) serve(x *exchange) {
 // prepareRequest strips hop-by-hop headers and sets X-Forwarded-*.
 func (p *proxyStage) prepareRequest(x *exchange) {
 	h := &x.ctx.Request.Header
-	stripHop(h, x.headers)
+	var keep []auth.ForwardClaim
+	if x.route != nil && x.route.Auth != nil {
+		keep = x.route.Auth.Forwarded()
+	}
+	stripHop(h, x.headers, keep)
 	// The client's Connection: close is for the client's connection; the
 	// server has already noted it.
 	h.ResetConnectionClose()
@@ -279,8 +284,10 @@ func del(h headerMap, present, which headerSet) {
 }
 
 // stripHop removes the hop-by-hop headers and every header named in
-// Connection, of those that present says are there.
-func stripHop(h headerMap, present headerSet) {
+// Connection, of those that present says are there, except that
+// Connection cannot name away a header in keep (lbd's own, such as the
+// forward_claims headers the auth stage set).
+func stripHop(h headerMap, present headerSet, keep []auth.ForwardClaim) {
 	del(h, present, hdrHop)
 	if present&hdrConnection == 0 {
 		return
@@ -295,7 +302,7 @@ func stripHop(h headerMap, present headerSet) {
 				part, v = v, nil
 			}
 			part = trimSpace(part)
-			if len(part) > 0 {
+			if len(part) > 0 && !keeps(keep, part) {
 				named = append(named, string(part))
 			}
 		}
@@ -304,6 +311,15 @@ func stripHop(h headerMap, present headerSet) {
 		h.Del(n)
 	}
 	h.Del("Connection")
+}
+
+func keeps(keep []auth.ForwardClaim, name []byte) bool {
+	for _, k := range keep {
+		if asciiEqualFold(name, k.Header) {
+			return true
+		}
+	}
+	return false
 }
 
 func indexByte(b []byte, c byte) int {

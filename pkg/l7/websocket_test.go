@@ -30,7 +30,8 @@ func wsEchoHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
-	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Internal\r\n" +
+		"X-Internal: secret\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n" +
 		"Sec-WebSocket-Accept: " + wsAccept(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n")
 	rw.Flush()
 	for {
@@ -85,6 +86,11 @@ func TestWebSocketEcho(t *testing.T) {
 	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != wsAccept(key) ||
 		!strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
 		t.Fatalf("handshake: %d %v", resp.StatusCode, resp.Header)
+	}
+	// The backend's hop-by-hop headers stay behind; the rest comes through.
+	if resp.Header.Get("X-Internal") != "" || resp.Header.Get("Keep-Alive") != "" || resp.Header.Get("X-Kept") != "yes" ||
+		!strings.EqualFold(resp.Header.Get("Connection"), "upgrade") {
+		t.Fatalf("101 headers: %v", resp.Header)
 	}
 	for _, msg := range []string{"hello", "through the tunnel", ""} {
 		c.Write(wsFrame(msg))

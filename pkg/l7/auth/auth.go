@@ -340,6 +340,10 @@ func (v *Verifier) Name() string { return v.name }
 // sets each whose claim Claims.String can render; the slice is a copy.
 func (v *Verifier) ForwardHeaders() []ForwardClaim { return slices.Clone(v.forward) }
 
+// Forwarded is ForwardHeaders without the copy, for the request path: the
+// caller must not modify it.
+func (v *Verifier) Forwarded() []ForwardClaim { return v.forward }
+
 // Verify checks the bearer token in authorization, the raw value of the
 // Authorization header ("" when absent), at time now.
 //
