@@ -237,3 +237,35 @@ func TestForwardedClaimsKept(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedTrailers: trailer fields of a chunked request cannot bring a
+// forwarding header or a forward_claims header to the backend: the request
+// is refused, or they are gone.
+func TestChunkedTrailers(t *testing.T) {
+	be := newBackend(t, echoHandler)
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", be.addr))})
+	for _, trailer := range []string{"X-Forwarded-For: 6.6.6.6", "Keep-Alive: 1", "X-Forwarded-Host: evil", "Forwarded: for=6.6.6.6"} {
+		name := strings.SplitN(trailer, ":", 2)[0]
+		before := be.requests.Load()
+		resp, body, _ := rawExchange(t, addr, "POST / HTTP/1.1\r\nHost: front.test\r\nTransfer-Encoding: chunked\r\nTrailer: "+name+
+			"\r\n\r\n5\r\nhello\r\n0\r\n"+trailer+"\r\n\r\n")
+		t.Logf("%s in a trailer: %d", name, resp.StatusCode)
+		switch resp.StatusCode {
+		case 400:
+			if be.requests.Load() != before {
+				t.Errorf("%s: refused, yet the backend saw it", name)
+			}
+		case 200:
+			if !strings.HasSuffix(string(body), "hello") {
+				t.Errorf("%s: body %q", name, body)
+			}
+			for _, v := range resp.Header.Values("X-Got-" + name) {
+				if strings.Contains(v, "6.6.6.6") || v == "evil" || v == "1" {
+					t.Errorf("%s from a trailer reached the backend: %q", name, v)
+				}
+			}
+		default:
+			t.Errorf("%s: status %d", name, resp.StatusCode)
+		}
+	}
+}
