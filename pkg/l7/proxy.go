@@ -70,7 +70,7 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return conn, nil
+			return &lazyDeadlines{Conn: conn, slack: lazySlack(min(cfg.ReadTimeout, cfg.WriteTimeout))}, nil
 		},
 		MaxConns:                 MaxConnsPerBackend,
 		MaxIdleConnDuration:      MaxIdleConnDuration,
