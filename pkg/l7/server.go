@@ -9,13 +9,17 @@
 //	framing → route → auth → rate limit → proxy
 //
 // The framing guard is not a routing decision: it refuses requests whose
-// framing two HTTP parsers could read differently (request smuggling) before
-// any other stage looks at them, and closes the connection.
+// framing two HTTP parsers could read differently (request smuggling), and
+// header names that are not tokens or that imitate a hop-by-hop or
+// forwarding header with underscores, before any other stage looks at
+// them, and closes the connection. Its scan of the raw header also records
+// which hop-by-hop and X-Forwarded-* headers the request carries
+// (headerSet), so that the proxy stage deletes only those.
 //
-// WebSocket and other Upgrades are not supported yet: a request asking for
-// one gets 501 (h2c gets 400), rather than being half-proxied. Responses are
-// buffered whole before they are sent, so SSE streams are not flushed
-// promptly either.
+// A WebSocket upgrade goes through the whole chain and is then tunnelled
+// (upgrade.go); h2c gets 400 and other upgrades 501. Responses are
+// buffered whole, except those to requests that accept text/event-stream,
+// which stream, each piece flushed at once.
 package l7
 
 import (
