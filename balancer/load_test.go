@@ -121,3 +121,46 @@ func sqrt(x float64) float64 {
 	}
 	return z
 }
+
+// TestLeastConnTies: backends with the same load per weight share the
+// picks evenly, whether all of them tie or only a few, and a lighter
+// backend always wins.
+func TestLeastConnTies(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		active []int64
+		want   []int // the backends that tie for the lightest load
+	}{
+		{"all idle", []int64{0, 0, 0, 0, 0, 0, 0, 0}, []int{0, 1, 2, 3, 4, 5, 6, 7}},
+		{"three of six", []int64{4, 1, 7, 1, 2, 1}, []int{1, 3, 5}},
+		{"one lightest", []int64{3, 3, 0, 3}, []int{2}},
+		{"tie at the end", []int64{5, 2, 9, 2}, []int{1, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := backends(len(tc.active), func(int) int { return 100 })
+			for i, a := range tc.active {
+				bs[i].Active.Store(a)
+			}
+			lc := newLeastConn(bs, 1, 7)
+			const picks = 400_000
+			got := make([]float64, len(bs))
+			for range picks {
+				got[lc.Pick(0, 0, &Tried{})]++
+			}
+			want := 1 / float64(len(tc.want))
+			tol := 5*sqrt(want*(1-want)/picks) + 1.0/picks
+			in := map[int]bool{}
+			for _, i := range tc.want {
+				in[i] = true
+				if f := got[i] / picks; f < want-tol || f > want+tol {
+					t.Errorf("backend %d: share %.4f, want %.4f±%.4f", i, f, want, tol)
+				}
+			}
+			for i, n := range got {
+				if !in[i] && n > 0 {
+					t.Errorf("backend %d (active %d) picked %v times", i, tc.active[i], n)
+				}
+			}
+		})
+	}
+}
