@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,7 @@ algorithm = "wrr"
 `, filepath.Join(dir, "admin.sock"), metricsAddr, bind, extra, l.Addr().String())
 	}
 	f := newReloadFixture(t, conf("max_body_bytes = 1024"))
+	sockets0, _ := openFDs(t)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	post := func(scheme, path string, n int) (int, string) {
 		t.Helper()
@@ -146,6 +148,14 @@ algorithm = "wrr"
 	if failed.Load() > 0 || ok.Load() == 0 {
 		t.Fatalf("connections during the reloads: %d ok, %d failed (%v)", ok.Load(), failed.Load(), firstErr.Load())
 	}
+	// The servers the socket was handed from stop once their connections
+	// are gone: their sockets close, and only the current server still
+	// accepts. (fasthttp's own cleaners linger for up to 30 s, so the
+	// goroutine count is not compared.)
+	client.CloseIdleConnections()
+	waitSettled(t, "sockets back to baseline after the handovers", func() bool { s, _ := openFDs(t); return s <= sockets0+2 })
+	waitSettled(t, "one server accepting after the handovers", func() bool { return goroutinesIn("(*tap).Accept") == 1 })
+
 	text := scrape(t, metricsAddr)
 	for _, want := range []string{
 		`lbd_http_rejected_total{listener="edge",reason="body_too_large",route=""} 1`,
@@ -164,4 +174,24 @@ algorithm = "wrr"
 			}
 		}
 	}
+}
+
+// goroutinesIn counts the goroutines with fn in their stack.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }
