@@ -451,11 +451,7 @@ func TestUDPResponsesInFlight(t *testing.T) {
 // same backend; a datagram that reached such a socket in between never goes
 // to the next client, and that socket is not reused.
 func TestUDPSpareSockets(t *testing.T) {
-	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
+	be := udpClient(t) // a socket on loopback, closed at the end
 	var mu sync.Mutex
 	ports := map[uint16]bool{}
 	last := make(chan netip.AddrPort, 100)
@@ -524,11 +520,7 @@ func TestUDPSpareSockets(t *testing.T) {
 // the backend sends late for it reaches no one, not even the next client
 // while its own flow waits for its answer.
 func TestUDPLateReply(t *testing.T) {
-	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
+	be := udpClient(t) // a socket on loopback, closed at the end
 	alice := make(chan netip.AddrPort, 1)
 	bobAsked := make(chan netip.AddrPort, 1)
 	go func() {

@@ -274,10 +274,10 @@ func (a authStage) serve(x *exchange) {
 	}
 	for _, f := range fwd {
 		h.Del(f.Header)
-		// Should a claim be forwarded under a header the proxy also
-		// rewrites, that header is handled as if the client sent it.
-		x.headers |= headerBit([]byte(f.Header))
 	}
+	// Should a claim be forwarded under a header the proxy also rewrites,
+	// that header is handled as if the client sent it.
+	x.headers |= x.route.forwardBits
 	claims, err := v.Verify(string(h.Peek("Authorization")), x.clock())
 	if err != nil {
 		x.st.reject(x, reasonAuth)
@@ -402,12 +402,19 @@ func (st *state) isTrusted(a netip.Addr) bool {
 }
 
 // asciiEqualFold compares b and s ignoring ASCII case.
-func asciiEqualFold(b []byte, s string) bool {
+func asciiEqualFold(b []byte, s string) bool { return equalFold(b, s, false) }
+
+// equalFold compares b and s ignoring ASCII case; with dashed, an
+// underscore in b counts as a dash.
+func equalFold(b []byte, s string, dashed bool) bool {
 	if len(b) != len(s) {
 		return false
 	}
 	for i := 0; i < len(b); i++ {
 		c, d := b[i], s[i]
+		if dashed && c == '_' {
+			c = '-'
+		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}

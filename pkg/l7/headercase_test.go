@@ -5,15 +5,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 )
 
@@ -63,24 +57,8 @@ func TestHeaderCaseUpgrade(t *testing.T) {
 }
 
 func TestHeaderCaseForwardClaims(t *testing.T) {
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	file := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(file, secret, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.New(auth.Config{Name: "a", Algorithms: []string{"HS256"}, HMACSecretFile: file,
-		ForwardClaims: map[string]string{"sub": "X-User"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()}).SignedString(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := newBackend(t, echoHandler)
-	_, addr := startServer(t, Config{Now: func() time.Time { return now },
-		Routes: []Route{{Name: "r", Pool: testPool(t, "wrr", be.addr), Auth: v}}})
+	f := newAuthFixture(t, "X-User")
+	addr, tok := f.addr, f.aliceToken()
 	resp, _, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nauthorization: Bearer "+tok+"\r\nx-user: mallory\r\nX-USER: eve\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
@@ -205,24 +183,8 @@ func TestHeaderUnderscores(t *testing.T) {
 // TestForwardedClaimsKept: a client can neither imitate a forward_claims
 // header with underscores nor have Connection name it away.
 func TestForwardedClaimsKept(t *testing.T) {
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	file := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(file, secret, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.New(auth.Config{Name: "a", Algorithms: []string{"HS256"}, HMACSecretFile: file,
-		ForwardClaims: map[string]string{"sub": "X-User-Id"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()}).SignedString(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := newBackend(t, echoHandler)
-	_, addr := startServer(t, Config{Now: func() time.Time { return now },
-		Routes: []Route{{Name: "r", Pool: testPool(t, "wrr", be.addr), Auth: v}}})
+	f := newAuthFixture(t, "X-User-Id")
+	addr, tok := f.addr, f.aliceToken()
 	resp, _, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer "+tok+
 		"\r\nConnection: X-User-Id\r\nX_User_Id: mallory\r\nx_user-id: eve\r\n\r\n")
 	if resp.StatusCode != 200 {

@@ -102,27 +102,7 @@ func dashedBit(name []byte) headerSet {
 
 // dashedEqualFold reports whether name is s, ignoring ASCII case and
 // reading underscores in name as dashes.
-func dashedEqualFold(name []byte, s string) bool {
-	if len(name) != len(s) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c, d := name[i], s[i]
-		if c == '_' {
-			c = '-'
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
+func dashedEqualFold(name []byte, s string) bool { return equalFold(name, s, true) }
 
 // name is the header name of a single bit.
 func (s headerSet) name() string {

@@ -9,11 +9,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
@@ -181,4 +186,44 @@ func get(t testing.TB, c *http.Client, url string, hdr map[string]string) (*http
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return resp, string(body)
+}
+
+// authFixture is an echo backend behind one route with HS256 auth whose
+// sub claim is forwarded as header, at the fixed time now; sign makes
+// tokens with the route's secret.
+type authFixture struct {
+	addr string
+	be   *testBackend
+	now  time.Time
+	sign func(jwt.MapClaims) string
+}
+
+func newAuthFixture(t *testing.T, header string) *authFixture {
+	t.Helper()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.New(auth.Config{Name: "a", Algorithms: []string{"HS256"}, HMACSecretFile: file,
+		ForwardClaims: map[string]string{"sub": header}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &authFixture{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), be: newBackend(t, echoHandler)}
+	f.sign = func(claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	_, f.addr = startServer(t, Config{Now: func() time.Time { return f.now },
+		Routes: []Route{{Name: "r", Pool: testPool(t, "wrr", f.be.addr), Auth: v}}})
+	return f
+}
+
+// aliceToken is a valid token for sub alice.
+func (f *authFixture) aliceToken() string {
+	return f.sign(jwt.MapClaims{"sub": "alice", "exp": f.now.Add(time.Hour).Unix()})
 }

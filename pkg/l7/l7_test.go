@@ -5,8 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -148,29 +146,10 @@ func TestXForwarded(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	file := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(file, secret, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.New(auth.Config{Name: "a", Algorithms: []string{"HS256"}, HMACSecretFile: file,
-		ForwardClaims: map[string]string{"sub": "X-User"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	sign := func(claims jwt.MapClaims) string {
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	good := sign(jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()})
-	expired := sign(jwt.MapClaims{"sub": "alice", "exp": now.Add(-time.Hour).Unix()})
-	be := newBackend(t, echoHandler)
-	_, addr := startServer(t, Config{Now: func() time.Time { return now },
-		Routes: []Route{{Name: "r", Pool: testPool(t, "wrr", be.addr), Auth: v}}})
+	f := newAuthFixture(t, "X-User")
+	good := f.aliceToken()
+	expired := f.sign(jwt.MapClaims{"sub": "alice", "exp": f.now.Add(-time.Hour).Unix()})
+	be, addr := f.be, f.addr
 	for _, tc := range []struct {
 		desc, authz string
 		code        int

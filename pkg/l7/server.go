@@ -160,6 +160,9 @@ type state struct {
 type liveRoute struct {
 	Route
 	stats *routeStats
+	// forwardBits are the headers of headerSet among the route's
+	// forward_claims headers.
+	forwardBits headerSet
 }
 
 // New validates cfg, compiles its routes and returns a Server ready to Serve.
@@ -304,6 +307,11 @@ func (s *Server) build(cfg Config) (*state, error) {
 			specs[i].Name = r.Name
 		}
 		routes[i] = liveRoute{Route: r, stats: s.stats.route(r.Name)}
+		if r.Auth != nil {
+			for _, f := range r.Auth.Forwarded() {
+				routes[i].forwardBits |= headerBit([]byte(f.Header))
+			}
+		}
 	}
 	table, err := route.Compile(specs)
 	if err != nil {

@@ -199,20 +199,8 @@ func routeName(r config.Route, i int, seen map[string]bool) string {
 
 // l7Config turns an http listener's config into the l7 server's.
 func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verifiers map[string]*auth.Verifier) (l7.Config, error) {
-	c := l7.Config{
-		Name:           lc.Name,
-		TrustedProxies: lc.TrustedProxies,
-		HeaderTimeout:  lc.HeaderTimeout,
-		ReadTimeout:    lc.ReadTimeout,
-		WriteTimeout:   lc.WriteTimeout,
-		IdleTimeout:    lc.IdleTimeout,
-		MaxHeaderBytes: lc.MaxHeaderBytes,
-		MaxBodyBytes:   lc.MaxBodyBytes,
-		ConnectTimeout: lc.ConnectTimeout,
-		Retries:        lc.Retries,
-		LoopBase:       s.engine.Loops(),
-		MaxConnections: lc.MaxConnections,
-	}
+	c := limits(lc)
+	c.Name, c.TrustedProxies, c.Retries, c.LoopBase = lc.Name, lc.TrustedProxies, lc.Retries, s.engine.Loops()
 	if lc.AccessLog {
 		c.AccessLog = s.log.With("log", "access")
 	}
@@ -316,7 +304,8 @@ func (s *Server) serve(h *httpListener, lc config.Listener, srv *l7.Server, cert
 	return g
 }
 
-// limits is the part of an l7 config that l7.SameLimits compares.
+// limits is the part of an l7 config that l7.SameLimits compares: what an
+// l7 server fixes when it is made.
 func limits(lc config.Listener) l7.Config {
 	return l7.Config{
 		HeaderTimeout: lc.HeaderTimeout, ReadTimeout: lc.ReadTimeout, WriteTimeout: lc.WriteTimeout,
