@@ -767,22 +767,18 @@ write_report() {
 		echo
 		echo "| target | measured | |"
 		echo "|---|---|---|"
-		if has_mode plain; then
-			r_h=$(ratio "${MED[plain|lbd]}" "${MED[plain|haproxy]}")
+		# target_row MODE LABEL: the 0.8 x HAProxy row of one workload.
+		target_row() {
+			has_mode "$1" || return 0
+			r_h=$(ratio "${MED[$1|lbd]}" "${MED[$1|haproxy]}")
 			if [[ -n $r_h ]]; then
-				echo "| plain: lbd requests/s ≥ 0.8 × HAProxy's (1.0 × is the aim) | $r_h × | $(met "$r_h" 0.8)$(awk -v v="$r_h" 'BEGIN{if (v >= 1.0) printf ", aim met"}') |"
+				echo "| $2 | $r_h × | $(met "$r_h" 0.8)$(awk -v v="$r_h" 'BEGIN{if (v >= 1.0) printf ", aim met"}') |"
 			else
-				echo "| plain: lbd requests/s ≥ 0.8 × HAProxy's (1.0 × is the aim) | – | not measured |"
+				echo "| $2 | – | not measured |"
 			fi
-		fi
-		if has_mode fwd; then
-			r_h=$(ratio "${MED[fwd|lbd]}" "${MED[fwd|haproxy]}")
-			if [[ -n $r_h ]]; then
-				echo "| plain, every proxy setting the same forwarding headers (fwd): lbd requests/s ≥ 0.8 × HAProxy's | $r_h × | $(met "$r_h" 0.8)$(awk -v v="$r_h" 'BEGIN{if (v >= 1.0) printf ", aim met"}') |"
-			else
-				echo "| plain, every proxy setting the same forwarding headers (fwd): lbd requests/s ≥ 0.8 × HAProxy's | – | not measured |"
-			fi
-		fi
+		}
+		target_row plain "plain: lbd requests/s ≥ 0.8 × HAProxy's (1.0 × is the aim)"
+		target_row fwd "plain, every proxy setting the same forwarding headers (fwd): lbd requests/s ≥ 0.8 × HAProxy's"
 		if has_mode jwt; then
 			r_h=$(ratio "${MED[jwt|lbd]}" "${MED[jwt|haproxy]}")
 			if [[ -n $r_h ]]; then
