@@ -1,12 +1,14 @@
 package l7
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -361,5 +363,64 @@ func TestUpdateSwapsRoutes(t *testing.T) {
 	}
 	if err := s.Update(Config{Routes: []Route{{Name: "x"}}}); err == nil {
 		t.Errorf("route without pool accepted")
+	}
+}
+
+// TestBackendClosesIdle: a backend that closes each keep-alive connection
+// after one answer, without saying so, as one whose keep-alive timeout ran
+// out does. The pooled connection fails before any answer byte and a GET is
+// sent again on a new one; the client sees every answer.
+func TestBackendClosesIdle(t *testing.T) {
+	var conns atomic.Int32
+	ln := listenRaw(t, func(c rawConn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", ln))})
+	client := &http.Client{}
+	// Eight at once leave eight pooled connections, all closed by the
+	// backend: each request below meets stale ones first.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := c.Get("http://" + addr + "/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("warm-up: %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range 5 {
+		resp, body := get(t, client, "http://"+addr+"/", nil)
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n < 13 {
+		t.Errorf("the backend saw %d connections for 13 requests", n)
+	}
+	// A POST is not sent again: on the stale connection the last GET
+	// left, it gets 502.
+	resp, err := client.Post("http://"+addr+"/", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Errorf("POST on a stale connection: %d, want 502", resp.StatusCode)
 	}
 }

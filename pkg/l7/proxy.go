@@ -2,6 +2,7 @@ package l7
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -63,7 +64,8 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 	}
 	cfg := st.cfg
 	d := net.Dialer{Timeout: cfg.ConnectTimeout}
-	c := &fasthttp.HostClient{
+	var c *fasthttp.HostClient
+	c = &fasthttp.HostClient{
 		Addr: b.Addr.String(),
 		Dial: func(addr string) (net.Conn, error) {
 			conn, err := d.Dial("tcp", addr)
@@ -84,16 +86,25 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		// A keep-alive connection the backend closed while idle fails
-		// before any response byte; fasthttp retries that once on a new
-		// connection, for idempotent requests only. Everything else is
-		// decided by proxyStage.
-		MaxIdemponentCallAttempts: 2,
+		// before any response byte. An idempotent request is then sent
+		// again, after the backend's other idle connections are dropped:
+		// they were most likely closed too (a restart, or its keep-alive
+		// timeout), so the next attempt dials. Everything else is decided
+		// by proxyStage.
+		MaxIdemponentCallAttempts: 3,
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 			var de *dialError
 			if errors.As(err, &de) {
 				return false, false
 			}
-			return false, idempotent(req.Header.Method()) && errors.Is(err, fasthttp.ErrConnectionClosed)
+			// fasthttp turns a bare io.EOF into ErrConnectionClosed only
+			// after its last attempt: here it is still io.EOF.
+			closed := err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed)
+			if !closed || !idempotent(req.Header.Method()) {
+				return false, false
+			}
+			c.CloseIdleConnections()
+			return false, true
 		},
 	}
 	s.clients.Store(b, c)
