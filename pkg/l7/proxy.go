@@ -72,7 +72,7 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return &lazyDeadlines{Conn: conn, slack: lazySlack(min(cfg.ReadTimeout, cfg.WriteTimeout))}, nil
+			return newBackendConn(conn, lazySlack(min(cfg.ReadTimeout, cfg.WriteTimeout))), nil
 		},
 		MaxConns:                 MaxConnsPerBackend,
 		MaxIdleConnDuration:      MaxIdleConnDuration,

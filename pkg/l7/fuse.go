@@ -1,0 +1,195 @@
+package l7
+
+import (
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxHeld is the most a backendConn holds back from one Read to the next:
+// a request header and a small body. Larger writes go out at once.
+const maxHeld = 8 << 10
+
+// heldBufs are the buffers of held-back writes, lent out per request so that
+// an idle connection holds none.
+var heldBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxHeld); return &b }}
+
+// backendConn is a keep-alive connection to a backend, as the fasthttp
+// client uses it: write a request, then read its response.
+//
+// Go's Read first tries the read syscall and waits for the socket only when
+// that finds nothing, which it always does right after a request went out:
+// one wasted syscall per request. backendConn instead holds a request's
+// small writes back until the Read that follows, and sends them from inside
+// that Read's wait (syscall.RawConn.Read): the runtime arms the wait before
+// the callback runs, so the callback can send the request and go straight to
+// waiting, and the answer's arrival cannot be missed.
+//
+// This relies on the backend sending nothing between one response and the
+// next request, which HTTP/1.1 requires. A backend that closes an idle
+// connection meanwhile still makes the Read end: the request it receives on
+// a closed socket draws a reset.
+//
+// Deadlines go through lazyDeadlines. The connection is used by one
+// goroutine at a time, except that Close may come from any.
+type backendConn struct {
+	lazyDeadlines
+	raw syscall.RawConn
+
+	mu   sync.Mutex // guards held against a Close from another goroutine
+	held *[]byte    // written, not yet sent; nil when empty
+
+	// The state of one fused Read, for the callback.
+	out   []byte // to send first
+	sent  int
+	p     []byte // the Read's buffer
+	n     int
+	werr  error                 // of sending
+	rerr  error                 // of reading
+	ready func(fd uintptr) bool // c.fused, bound once
+}
+
+// newBackendConn wraps conn, fusing writes into reads when conn is a TCP
+// connection.
+func newBackendConn(conn net.Conn, slack time.Duration) net.Conn {
+	c := &backendConn{lazyDeadlines: lazyDeadlines{Conn: conn, slack: slack}}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.ready = c.fused
+		}
+	}
+	return c
+}
+
+func (c *backendConn) Write(b []byte) (int, error) {
+	if c.raw == nil {
+		return c.Conn.Write(b)
+	}
+	c.mu.Lock()
+	h := c.held
+	if h == nil && len(b) <= maxHeld {
+		h = heldBufs.Get().(*[]byte)
+		c.held = h
+	}
+	if h != nil && len(*h)+len(b) <= maxHeld {
+		*h = append(*h, b...)
+		c.mu.Unlock()
+		return len(b), nil
+	}
+	// Too much to hold: what is held goes first, then b, the usual way.
+	c.held = nil
+	c.mu.Unlock()
+	if h != nil {
+		_, err := c.Conn.Write(*h)
+		release(h)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *backendConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	h := c.held
+	c.held = nil
+	c.mu.Unlock()
+	if h == nil || len(p) == 0 {
+		return c.Conn.Read(p)
+	}
+	defer release(h)
+	c.out, c.sent, c.p, c.n, c.werr, c.rerr = *h, 0, p, 0, nil, nil
+	err := c.raw.Read(c.ready)
+	rest := c.out[c.sent:]
+	n, werr, rerr := c.n, c.werr, c.rerr
+	c.out, c.p, c.werr, c.rerr = nil, nil, nil, nil
+	switch {
+	case err != nil: // the wait ended: deadline or close
+		return 0, c.opError("read", err)
+	case werr == syscall.EPIPE || werr == syscall.ECONNRESET:
+		// The backend closed before the request reached it: to the
+		// client, a connection closed before any answer byte, which it
+		// may retry.
+		return 0, io.EOF
+	case werr != nil:
+		return 0, c.opError("write", werr)
+	case rerr == io.EOF:
+		return 0, io.EOF
+	case rerr != nil:
+		return 0, c.opError("read", rerr)
+	case len(rest) > 0:
+		// The socket was full: the rest goes the usual way, under the
+		// write deadline, and the answer is read the usual way too.
+		if _, err := c.Conn.Write(rest); err != nil {
+			return 0, err
+		}
+		return c.Conn.Read(p)
+	}
+	return n, nil
+}
+
+// fused is the callback of a fused Read: on its first call it sends what was
+// held and asks to wait; once the socket is readable it reads.
+func (c *backendConn) fused(fd uintptr) bool {
+	if c.sent < len(c.out) {
+		for c.sent < len(c.out) {
+			n, err := unix.Write(int(fd), c.out[c.sent:])
+			if n > 0 {
+				c.sent += n
+			}
+			switch err {
+			case nil, unix.EINTR:
+			case unix.EAGAIN:
+				return true // Read sends the rest
+			default:
+				c.werr = err
+				return true
+			}
+		}
+		return false // sent: wait for the answer without reading first
+	}
+	for {
+		n, err := unix.Read(int(fd), c.p)
+		switch err {
+		case nil:
+			if n == 0 {
+				c.rerr = io.EOF
+			}
+			c.n = n
+			return true
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			c.rerr = err
+			return true
+		}
+	}
+}
+
+func (c *backendConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// Close drops what is held: a request not yet sent is abandoned with its
+// connection.
+func (c *backendConn) Close() error {
+	c.mu.Lock()
+	h := c.held
+	c.held = nil
+	c.mu.Unlock()
+	if h != nil {
+		release(h)
+	}
+	return c.Conn.Close()
+}
+
+func release(h *[]byte) {
+	*h = (*h)[:0]
+	heldBufs.Put(h)
+}
