@@ -134,6 +134,7 @@ type Config struct {
 type Server struct {
 	log   *slog.Logger
 	srv   *fasthttp.Server
+	watch *watchdog
 	state atomic.Pointer[state]
 	stats *listenerStats
 
@@ -215,6 +216,7 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 	}
 	s.state.Store(st)
 	c := st.cfg
+	s.watch = newWatchdog(c.HeaderTimeout, c.IdleTimeout, c.WriteTimeout)
 	s.srv = &fasthttp.Server{
 		Handler:               s.serveHTTP,
 		ErrorHandler:          s.parseError,
@@ -224,13 +226,12 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 		NoDefaultDate:         true,
 		ReadBufferSize:        c.MaxHeaderBytes,
 		MaxRequestBodySize:    c.MaxBodyBytes,
-		// fasthttp's ReadTimeout runs from a request's first byte (the
-		// connection's start for the first one) through its header; a
-		// request with a body then gets ReadTimeout for it (bodyTimeout).
-		ReadTimeout:    c.HeaderTimeout,
+		// The header, idle and write timeouts are the watchdog's (see
+		// watch.go), so fasthttp sets no deadline of its own. A request
+		// with a body gets ReadTimeout for it from the end of its header
+		// (bodyTimeout), which fasthttp passes to the connection as a read
+		// deadline and the watchdog keeps.
 		HeaderReceived: bodyTimeout(c.ReadTimeout),
-		WriteTimeout:   c.WriteTimeout,
-		IdleTimeout:    c.IdleTimeout,
 		// Header names are normalised to their canonical case, and so are
 		// the names given to Peek and Del. Left as the client sent them, a
 		// lower-case x-forwarded-for, keep-alive or claim header would
@@ -339,7 +340,8 @@ func (s *Server) Update(cfg Config) error {
 // Serve accepts connections on ln until Shutdown; it returns nil after a
 // Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	s.watch.serve()
+	err := s.srv.Serve(watchListener{ln, s.watch})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -350,6 +352,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // and closes the backend connection pools.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
+	s.watch.shutdown()
 	s.clients.Range(func(k, v any) bool {
 		v.(*fasthttp.HostClient).CloseIdleConnections()
 		return true

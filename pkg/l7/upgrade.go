@@ -109,6 +109,9 @@ func (p *proxyStage) tunnel(x *exchange) {
 	stats := b.Stats(loop)
 	stats.Connections.Add(1)
 	b.Active.Add(1)
+	if c := watched(ctx.Conn()); c != nil {
+		c.tunnel()
+	}
 	ctx.Hijack(func(client net.Conn) {
 		defer b.Active.Add(-1)
 		defer conn.Close()

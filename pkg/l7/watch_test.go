@@ -1,0 +1,227 @@
+package l7
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cutConn records the deadlines the watchdog sets.
+type cutConn struct {
+	net.Conn
+	rd, wd time.Time
+}
+
+func (c *cutConn) SetReadDeadline(t time.Time) error  { c.rd = t; return nil }
+func (c *cutConn) SetWriteDeadline(t time.Time) error { c.wd = t; return nil }
+
+// TestWatchdogCheck drives the watchdog's clock by hand: in every phase a
+// connection is cut only once past its timeout (never early), at most two
+// ticks late, and the cut hits the read or the write as the phase says.
+func TestWatchdogCheck(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	w := newWatchdog(100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond)
+	if w.tick != 100*ms/16 {
+		t.Fatalf("tick %v", time.Duration(w.tick))
+	}
+	for _, tc := range []struct {
+		name    string
+		ph      uint64
+		timeout int64
+		write   bool
+	}{
+		{"new", phNew, 100 * ms, false},
+		{"header", phHeader, 100 * ms, false},
+		{"idle", phIdle, 400 * ms, false},
+		{"write", phWrite, 200 * ms, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The phase began at true time 1000 ms, recorded by the coarse
+			// clock anywhere up to a tick earlier.
+			for _, lag := range []int64{0, w.tick / 2, w.tick} {
+				start := 1000*ms - lag
+				fc := &cutConn{}
+				c := &serverConn{Conn: fc, w: w}
+				c.state.Store(uint64(start)<<phBits | tc.ph)
+				firstCut := int64(-1)
+				for now := 1000 * ms; now < 1000*ms+tc.timeout+4*w.tick; now += w.tick / 4 {
+					w.check(c, now)
+					if c.state.Load()&phMask == phCut {
+						firstCut = now
+						break
+					}
+				}
+				if firstCut < 0 {
+					t.Fatalf("lag %v: never cut", time.Duration(lag))
+				}
+				if el := firstCut - 1000*ms; el <= tc.timeout || el > tc.timeout+2*w.tick {
+					t.Fatalf("lag %v: cut %v after the phase began, timeout %v", time.Duration(lag), time.Duration(el), time.Duration(tc.timeout))
+				}
+				if cut := fc.wd; tc.write != !cut.IsZero() || !tc.write != !fc.rd.IsZero() {
+					t.Fatalf("read deadline %v, write deadline %v", fc.rd, fc.wd)
+				}
+				if d := fc.rd; !tc.write && !d.Before(time.Now()) {
+					t.Fatalf("read deadline %v not in the past", d)
+				}
+			}
+		})
+	}
+	t.Run("body", func(t *testing.T) {
+		fc := &cutConn{}
+		c := &serverConn{Conn: fc, w: w}
+		deadline := clockBase.Add(5 * time.Second)
+		c.SetReadDeadline(deadline)
+		w.check(c, int64(5*time.Second))
+		if !fc.rd.IsZero() {
+			t.Fatal("cut at its deadline")
+		}
+		w.check(c, int64(5*time.Second)+1)
+		if fc.rd.IsZero() {
+			t.Fatal("not cut past its deadline")
+		}
+	})
+	t.Run("unbounded", func(t *testing.T) {
+		for _, ph := range []uint64{phBusy, phTunnel} {
+			fc := &cutConn{}
+			c := &serverConn{Conn: fc, w: w}
+			c.state.Store(ph)
+			w.check(c, 1<<50)
+			if !fc.rd.IsZero() || !fc.wd.IsZero() || c.state.Load() != ph {
+				t.Fatalf("phase %d cut", ph)
+			}
+		}
+	})
+	t.Run("moved on", func(t *testing.T) {
+		// A connection that changes phase between the load and the cut is
+		// left alone: the compare-and-swap fails.
+		fc := &cutConn{}
+		c := &serverConn{Conn: fc, w: w}
+		c.state.Store(phHeader)
+		s := c.state.Load()
+		c.state.Store(uint64(10*time.Second)<<phBits | phBusy)
+		if c.state.CompareAndSwap(s, s&^phMask|phCut) {
+			t.Fatal("swap of a stale state")
+		}
+	})
+}
+
+// TestIdleTimeout: a keep-alive connection is closed after idle_timeout with
+// no request, and a second request that starts but never finishes its
+// header is cut at header_timeout from its first byte.
+func TestIdleTimeout(t *testing.T) {
+	b := newBackend(t, echoHandler)
+	header, idle := 150*time.Millisecond, 600*time.Millisecond
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr)), HeaderTimeout: header, IdleTimeout: idle})
+
+	exchange := func(t *testing.T) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatal(resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		return c, br
+	}
+
+	t.Run("idle", func(t *testing.T) {
+		c, br := exchange(t)
+		start := time.Now()
+		// Past the header timeout with nothing sent: still open.
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("read %v, want the server's close", err)
+		}
+		if el := time.Since(start); el < idle || el > idle+2*time.Second {
+			t.Fatalf("closed after %v idle, idle timeout %v", el, idle)
+		}
+		c.Close()
+	})
+	t.Run("slow second header", func(t *testing.T) {
+		c, br := exchange(t)
+		start := time.Now()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		el := time.Since(start)
+		if err == nil && resp.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("answer %d to a header that never ended", resp.StatusCode)
+		}
+		if el < header || el > header+2*time.Second || el > idle {
+			t.Fatalf("cut after %v, header timeout %v", el, header)
+		}
+	})
+	if n := b.requests.Load(); n != 2 {
+		t.Fatalf("backend saw %d requests, want 2", n)
+	}
+}
+
+// TestWriteTimeout: a client that stops reading a large answer is cut at
+// write_timeout, and the listener goes on serving others.
+func TestWriteTimeout(t *testing.T) {
+	big := strings.Repeat("x", 16<<20)
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) })
+	write := 300 * time.Millisecond
+	s, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr)), WriteTimeout: write})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Not reading: the server's write stalls, and is cut.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.OpenConnections() != 0 || b.requests.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open", s.OpenConnections())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if resp, _ := get(t, &http.Client{Timeout: 5 * time.Second}, "http://"+addr+"/", nil); resp.StatusCode != 200 {
+		t.Fatalf("next client: %d", resp.StatusCode)
+	}
+}
+
+// TestTunnelOutlivesTimeouts: an upgraded connection is left alone by the
+// header and idle timeouts.
+func TestTunnelOutlivesTimeouts(t *testing.T) {
+	b := newBackend(t, wsEchoHandler)
+	header, idle := 50*time.Millisecond, 100*time.Millisecond
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr)), HeaderTimeout: header, IdleTimeout: idle, WriteTimeout: idle})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatal(resp, err)
+	}
+	for _, msg := range []string{"one", "two"} {
+		// Silent for longer than every timeout.
+		time.Sleep(3 * idle)
+		c.Write(wsFrame(msg))
+		var hdr [2]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			t.Fatalf("tunnel closed: %v", err)
+		}
+		got := make([]byte, hdr[1]&0x7f)
+		io.ReadFull(br, got)
+		if string(got) != msg {
+			t.Fatalf("echo %q, want %q", got, msg)
+		}
+	}
+}
