@@ -10,6 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fuseWindow is how recently a backend connection's last read must have
+// ended for its next request to be fused.
+const fuseWindow = 100 * time.Millisecond
+
 // maxHeld is the most a backendConn holds back from one Read to the next:
 // a request header and a small body. Larger writes go out at once.
 const maxHeld = 8 << 10
@@ -29,10 +33,15 @@ var heldBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxHeld); return
 // the callback runs, so the callback can send the request and go straight to
 // waiting, and the answer's arrival cannot be missed.
 //
-// This relies on the backend sending nothing between one response and the
-// next request, which HTTP/1.1 requires. A backend that closes an idle
-// connection meanwhile still makes the Read end: the request it receives on
-// a closed socket draws a reset.
+// The runtime's arming also forgets that the socket was readable already,
+// which it is when the backend sent nothing but a FIN since the last
+// response (an idle connection it closed). Then only a reset in answer to
+// the request ends the wait, and a backend that half-closed, or a host gone
+// since, sends none: the Read would wait out the read timeout where a plain
+// one returns io.EOF at once, which fasthttp retries. So only a hot
+// connection, one whose last read ended within fuseWindow (a busy one, where
+// the saving matters), is fused; one idle for longer writes and reads the
+// usual way.
 //
 // Deadlines go through lazyDeadlines. The connection is used by one
 // goroutine at a time, except that Close may come from any.
@@ -42,6 +51,8 @@ type backendConn struct {
 
 	mu   sync.Mutex // guards held against a Close from another goroutine
 	held *[]byte    // written, not yet sent; nil when empty
+
+	lastRead time.Duration // monotonic(): when a read last returned data
 
 	// The state of one fused Read, for the callback.
 	out   []byte // to send first
@@ -56,7 +67,7 @@ type backendConn struct {
 // newBackendConn wraps conn, fusing writes into reads when conn is a TCP
 // connection.
 func newBackendConn(conn net.Conn, slack time.Duration) net.Conn {
-	c := &backendConn{lazyDeadlines: lazyDeadlines{Conn: conn, slack: slack}}
+	c := &backendConn{lazyDeadlines: lazyDeadlines{Conn: conn, slack: slack}, lastRead: monotonic()}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -100,9 +111,16 @@ func (c *backendConn) Read(p []byte) (int, error) {
 	c.held = nil
 	c.mu.Unlock()
 	if h == nil || len(p) == 0 {
-		return c.Conn.Read(p)
+		return c.read(p)
 	}
 	defer release(h)
+	if monotonic()-c.lastRead > fuseWindow {
+		// Idle for a while: it may hold a FIN the fused wait would miss.
+		if _, err := c.Conn.Write(*h); err != nil {
+			return 0, err
+		}
+		return c.read(p)
+	}
 	c.out, c.sent, c.p, c.n, c.werr, c.rerr = *h, 0, p, 0, nil, nil
 	err := c.raw.Read(c.ready)
 	rest := c.out[c.sent:]
@@ -128,9 +146,19 @@ func (c *backendConn) Read(p []byte) (int, error) {
 		if _, err := c.Conn.Write(rest); err != nil {
 			return 0, err
 		}
-		return c.Conn.Read(p)
+		return c.read(p)
 	}
+	c.lastRead = monotonic()
 	return n, nil
+}
+
+// read is a plain Read that notes when it returned data.
+func (c *backendConn) read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead = monotonic()
+	}
+	return n, err
 }
 
 // fused is the callback of a fused Read: on its first call it sends what was

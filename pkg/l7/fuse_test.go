@@ -210,3 +210,51 @@ func TestBackendConnCloseWhileWaiting(t *testing.T) {
 		t.Fatalf("the peer read %q, %v; want io.EOF", buf[:n], err)
 	}
 }
+
+// TestBackendConnIdleFIN: a backend that half-closed an idle connection
+// (its FIN queued here) and goes on absorbing data sends no reset in answer
+// to a request. A connection idle past fuseWindow is not fused, so its Read
+// finds the FIN at once: io.EOF, which fasthttp retries elsewhere.
+func TestBackendConnIdleFIN(t *testing.T) {
+	c, peer := fusePair(t)
+	peer.CloseWrite()
+	go io.Copy(io.Discard, peer)
+	// Make sure the FIN is in before the request goes out.
+	if n, err := c.Conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatal(n, err)
+	}
+	// Idle past the window, by hand.
+	c.lastRead -= 2 * fuseWindow
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 16)); err != io.EOF {
+		t.Fatalf("got %v after %v, want io.EOF", err, time.Since(start))
+	}
+}
+
+// TestBackendConnHot: a connection that read within fuseWindow holds its
+// next request until the Read.
+func TestBackendConnHot(t *testing.T) {
+	c, peer := fusePair(t)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := peer.Read(buf)
+			if err != nil {
+				return
+			}
+			peer.Write(buf[:n])
+		}
+	}()
+	buf := make([]byte, 64)
+	for i := range 3 {
+		c.Write([]byte("ping"))
+		if c.held == nil {
+			t.Fatalf("exchange %d: the request was not held", i)
+		}
+		if n, err := c.Read(buf); err != nil || string(buf[:n]) != "ping" {
+			t.Fatalf("exchange %d: %q %v", i, buf[:n], err)
+		}
+	}
+}

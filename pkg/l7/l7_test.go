@@ -424,3 +424,47 @@ func TestBackendClosesIdle(t *testing.T) {
 		t.Errorf("POST on a stale connection: %d, want 502", resp.StatusCode)
 	}
 }
+
+// TestBackendLingeringClose: a backend that ends an idle keep-alive
+// connection by half-closing it and draining (a lingering close) sends no
+// reset in answer to a request on it; the next GET must still be answered
+// at once, on a new connection.
+func TestBackendLingeringClose(t *testing.T) {
+	var conns atomic.Int32
+	lingered := make(chan struct{})
+	ln := listenRaw(t, func(c rawConn) {
+		n := conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if n == 1 {
+				c.CloseWrite()
+				close(lingered)
+				io.Copy(io.Discard, c)
+				return
+			}
+		}
+	})
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", ln)), ReadTimeout: 5 * time.Second})
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, _ := get(t, client, "http://"+addr+"/", nil); resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	<-lingered
+	// The pooled connection sits idle past fuseWindow: the condition under
+	// test, not a wait for something to happen.
+	time.Sleep(2 * fuseWindow)
+	start := time.Now()
+	resp, body := get(t, client, "http://"+addr+"/", nil)
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("second request: %d %q", resp.StatusCode, body)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("second request took %v", el)
+	}
+}

@@ -109,10 +109,14 @@ func (p *proxyStage) tunnel(x *exchange) {
 	stats := b.Stats(loop)
 	stats.Connections.Add(1)
 	b.Active.Add(1)
-	if c := watched(ctx.Conn()); c != nil {
-		c.tunnel()
-	}
+	wc := watched(ctx.Conn())
 	ctx.Hijack(func(client net.Conn) {
+		// From here on the connection is the tunnel's: the watchdog
+		// leaves it alone. Until here the 101 and any answers before it
+		// went out under the write timeout.
+		if wc != nil {
+			wc.tunnel()
+		}
 		defer b.Active.Add(-1)
 		defer conn.Close()
 		done := make(chan int64, 1)

@@ -11,16 +11,15 @@ import (
 // The client-side timeouts (header, idle, body, write) are kept by a
 // watchdog rather than by connection deadlines. fasthttp would move a
 // connection's deadlines three times per request, each move a runtime timer
-// update and a clock read; here a connection records which phase it is in,
-// and since when, in one atomic word, and a watchdog goroutine per Server
-// looks at every connection once per tick and cuts those past their
+// update; here a connection records which phase it is in, and since when
+// (the monotonic clock), in one atomic word, and a watchdog goroutine per
+// Server looks at every connection once per tick and cuts those past their
 // phase's timeout by setting a deadline in the past, which fails the read
 // or write in progress as a deadline would have.
 //
-// The times recorded are the watchdog's coarse clock, read once per tick,
-// and the check allows a tick for its lag: a timeout fires up to two ticks
-// late, never early. A tick is a sixteenth of the shortest timeout, within
-// [minTick, maxTick].
+// A timeout thus fires up to a tick late (more only if the watchdog
+// goroutine itself is held up), never early. A tick is a sixteenth of the
+// shortest timeout, within [minTick, maxTick].
 const (
 	minTick = 5 * time.Millisecond
 	maxTick = 250 * time.Millisecond
@@ -35,7 +34,7 @@ const (
 	phBusy          // in the handler, or between writes: no bound here (the backend side has its own)
 	phWrite         // in a write: write timeout
 	phTunnel        // upgraded: the tunnel's own business
-	phCut           // cut by the watchdog
+	phCut           // cut by the watchdog: closed if still open a write timeout later
 
 	phBits = 4
 	phMask = 1<<phBits - 1
@@ -45,7 +44,6 @@ const (
 type watchdog struct {
 	header, idle, write int64 // ns
 	tick                int64 // ns
-	now                 atomic.Int64
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -62,7 +60,6 @@ func newWatchdog(header, idle, write time.Duration) *watchdog {
 		conns: map[*serverConn]struct{}{},
 		stop:  make(chan struct{}),
 	}
-	w.now.Store(int64(monotonic()))
 	return w
 }
 
@@ -78,7 +75,6 @@ func (w *watchdog) run() {
 			stop = nil
 		}
 		now := int64(monotonic())
-		w.now.Store(now)
 		w.mu.Lock()
 		for c := range w.conns {
 			w.check(c, now)
@@ -98,20 +94,28 @@ func (w *watchdog) check(c *serverConn, now int64) {
 	var over bool
 	switch s & phMask {
 	case phNew, phHeader:
-		over = now-at > w.header+w.tick
+		over = now-at > w.header
 	case phIdle:
-		over = now-at > w.idle+w.tick
+		over = now-at > w.idle
 	case phWrite:
-		over = now-at > w.write+w.tick
+		over = now-at > w.write
 	case phBody:
-		over = now > at // an exact deadline
+		over = now > at // a deadline
+	case phCut:
+		// Whatever held it past its cut (a write that ended just as it
+		// was cut, a layer below that reset its deadline): close it.
+		if now-at > w.write {
+			c.Conn.Close()
+		}
+		return
 	}
-	if !over || !c.state.CompareAndSwap(s, s&^phMask|phCut) {
+	if !over || !c.state.CompareAndSwap(s, uint64(now)<<phBits|phCut) {
 		return // in time, or it moved on meanwhile
 	}
 	if s&phMask == phWrite {
-		c.Conn.SetWriteDeadline(cutTime)
+		c.Conn.SetDeadline(cutTime)
 	} else {
+		// The read fails; the 408 fasthttp then answers may still go out.
 		c.Conn.SetReadDeadline(cutTime)
 	}
 }
@@ -134,7 +138,7 @@ func (w *watchdog) shutdown() {
 
 func (w *watchdog) add(c net.Conn) *serverConn {
 	sc := &serverConn{Conn: c, w: w}
-	sc.state.Store(uint64(w.now.Load())<<phBits | phNew)
+	sc.state.Store(uint64(monotonic())<<phBits | phNew)
 	w.mu.Lock()
 	w.conns[sc] = struct{}{}
 	w.mu.Unlock()
@@ -197,14 +201,15 @@ func watched(c net.Conn) *serverConn {
 }
 
 func (c *serverConn) enter(ph uint64) {
-	c.state.Store(uint64(c.w.now.Load())<<phBits | ph)
+	c.state.Store(uint64(monotonic())<<phBits | ph)
 }
 
-// busy marks the request in the handler: its header and body are in.
-func (c *serverConn) busy() { c.enter(phBusy) }
+// busy marks the request in the handler: its header and body are in. The
+// phase has no bound, so it needs no clock.
+func (c *serverConn) busy() { c.state.Store(phBusy) }
 
 // tunnel marks the connection upgraded: the watchdog leaves it alone.
-func (c *serverConn) tunnel() { c.enter(phTunnel) }
+func (c *serverConn) tunnel() { c.state.Store(phTunnel) }
 
 func (c *serverConn) Read(p []byte) (int, error) {
 	if ph := c.state.Load() & phMask; ph == phBusy || ph == phWrite {
@@ -226,10 +231,10 @@ func (c *serverConn) Write(b []byte) (int, error) {
 		// timeout from the accept; a tunnel is on its own.
 		return c.Conn.Write(b)
 	}
-	w := uint64(c.w.now.Load())<<phBits | phWrite
+	w := uint64(monotonic())<<phBits | phWrite
 	c.state.Store(w)
 	n, err := c.Conn.Write(b)
-	next := uint64(c.w.now.Load())<<phBits | phBusy
+	next := uint64(phBusy)
 	switch s & phMask {
 	case phIdle, phHeader, phBody:
 		next = s // an interim answer (100 Continue): back to reading
