@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
 )
@@ -32,6 +34,17 @@ type exchange struct {
 	// headers are the headers of headerSet the request carries, found by
 	// the framing stage; proxyStage removes only those.
 	headers headerSet
+	// tried are the backends proxyStage tried.
+	tried balancer.Tried
+}
+
+// exchanges are reused: an exchange passes through the chain's interface
+// calls, so one made per request would be a heap allocation per request.
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
+
+func putExchange(x *exchange) {
+	*x = exchange{}
+	exchanges.Put(x)
 }
 
 // handler is one stage of the chain. A stage either answers the request
@@ -53,8 +66,10 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	st := s.state.Load()
 	start := monotonic()
-	x := exchange{ctx: ctx, st: st, peer: peerOf(ctx)}
-	st.chain.serve(&x)
+	x := exchanges.Get().(*exchange)
+	defer putExchange(x)
+	*x = exchange{ctx: ctx, st: st, peer: peerOf(ctx)}
+	st.chain.serve(x)
 	took := monotonic() - start
 	if x.route != nil {
 		x.route.stats.observe(ctx.Response.StatusCode(), took)

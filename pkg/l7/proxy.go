@@ -52,6 +52,11 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "connect: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
+func isDialError(err error) bool {
+	var de *dialError
+	return errors.As(err, &de)
+}
+
 // client returns the keep-alive pool of b, creating it on first use.
 func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 	if c, ok := s.clients.Load(b); ok {
@@ -93,8 +98,7 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 		// by proxyStage.
 		MaxIdemponentCallAttempts: 3,
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-			var de *dialError
-			if errors.As(err, &de) {
+			if isDialError(err) {
 				return false, false
 			}
 			// fasthttp turns a bare io.EOF into ErrConnectionClosed only
@@ -164,11 +168,11 @@ func (p *proxyStage) serve(x *exchange) {
 		attempts += x.st.cfg.Retries
 	}
 	streaming := wantsEventStream(req.Header.Peek("Accept"))
-	var tried balancer.Tried
+	tried := &x.tried
 	for attempt := 0; attempt < attempts && tried.Len() < balancer.MaxTried; attempt++ {
 		slot := sharedSlots.acquire()
 		loop := x.st.cfg.LoopBase + slot
-		i := snap.Balancer.Pick(key, loop, &tried)
+		i := snap.Balancer.Pick(key, loop, tried)
 		sharedSlots.release(slot)
 		if i < 0 {
 			break
@@ -187,8 +191,7 @@ func (p *proxyStage) serve(x *exchange) {
 		err := hc.Do(req, resp)
 		b.Active.Add(-1)
 
-		var de *dialError
-		if errors.As(err, &de) {
+		if err != nil && isDialError(err) {
 			stats.ConnectErrors.Add(1)
 			r.Pool.ConnectFailed(b)
 			continue
