@@ -61,11 +61,12 @@ func newChain(s *Server) handler {
 // serveHTTP is fasthttp's handler: it runs the chain under the current state
 // and records the answer.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
-	if c := watched(ctx.Conn()); c != nil {
+	if c := clientConn(ctx.Conn()); c != nil {
 		c.busy()
 	}
 	st := s.state.Load()
 	start := monotonic()
+	noteNow(int64(start))
 	x := exchanges.Get().(*exchange)
 	defer putExchange(x)
 	*x = exchange{ctx: ctx, st: st, peer: peerOf(ctx)}

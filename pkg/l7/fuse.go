@@ -43,16 +43,19 @@ var heldBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxHeld); return
 // the saving matters), is fused; one idle for longer writes and reads the
 // usual way.
 //
-// Deadlines go through lazyDeadlines. The connection is used by one
+// The read and write timeouts are the watchdog's: each Read is in phRead,
+// each write that may block in phWrite. The connection is used by one
 // goroutine at a time, except that Close may come from any.
 type backendConn struct {
-	lazyDeadlines
+	net.Conn
+	timed
+	w   *watchdog // nil: no timeouts
 	raw syscall.RawConn
 
 	mu   sync.Mutex // guards held against a Close from another goroutine
 	held *[]byte    // written, not yet sent; nil when empty
 
-	lastRead time.Duration // monotonic(): when a read last returned data
+	lastRead int64 // approxNow: when a read last returned data
 
 	// The state of one fused Read, for the callback.
 	out   []byte // to send first
@@ -64,10 +67,14 @@ type backendConn struct {
 	ready func(fd uintptr) bool // c.fused, bound once
 }
 
-// newBackendConn wraps conn, fusing writes into reads when conn is a TCP
-// connection.
-func newBackendConn(conn net.Conn, slack time.Duration) net.Conn {
-	c := &backendConn{lazyDeadlines: lazyDeadlines{Conn: conn, slack: slack}, lastRead: monotonic()}
+// newBackendConn wraps conn, under w's timeouts unless w is nil, fusing
+// writes into reads when conn is a TCP connection.
+func newBackendConn(conn net.Conn, w *watchdog) net.Conn {
+	c := &backendConn{Conn: conn, w: w, lastRead: approxNow.Load()}
+	c.timed.conn = conn
+	if w != nil {
+		w.watch(&c.timed, phBusy)
+	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -77,9 +84,17 @@ func newBackendConn(conn net.Conn, slack time.Duration) net.Conn {
 	return c
 }
 
+// write writes b the usual way, in phWrite, then goes back to phase ph.
+func (c *backendConn) write(b []byte, ph uint64) (int, error) {
+	c.enter(phWrite)
+	n, err := c.Conn.Write(b)
+	c.leave(phWrite, ph)
+	return n, err
+}
+
 func (c *backendConn) Write(b []byte) (int, error) {
 	if c.raw == nil {
-		return c.Conn.Write(b)
+		return c.write(b, phBusy)
 	}
 	c.mu.Lock()
 	h := c.held
@@ -96,16 +111,24 @@ func (c *backendConn) Write(b []byte) (int, error) {
 	c.held = nil
 	c.mu.Unlock()
 	if h != nil {
-		_, err := c.Conn.Write(*h)
+		_, err := c.write(*h, phBusy)
 		release(h)
 		if err != nil {
 			return 0, err
 		}
 	}
-	return c.Conn.Write(b)
+	return c.write(b, phBusy)
 }
 
 func (c *backendConn) Read(p []byte) (int, error) {
+	c.enter(phRead)
+	n, err := c.fusedRead(p)
+	c.leave(phRead, phBusy)
+	return n, err
+}
+
+// fusedRead sends what is held, if anything, and reads.
+func (c *backendConn) fusedRead(p []byte) (int, error) {
 	c.mu.Lock()
 	h := c.held
 	c.held = nil
@@ -114,9 +137,9 @@ func (c *backendConn) Read(p []byte) (int, error) {
 		return c.read(p)
 	}
 	defer release(h)
-	if monotonic()-c.lastRead > fuseWindow {
+	if approxNow.Load()-c.lastRead > int64(fuseWindow) {
 		// Idle for a while: it may hold a FIN the fused wait would miss.
-		if _, err := c.Conn.Write(*h); err != nil {
+		if _, err := c.write(*h, phRead); err != nil {
 			return 0, err
 		}
 		return c.read(p)
@@ -142,13 +165,13 @@ func (c *backendConn) Read(p []byte) (int, error) {
 		return 0, c.opError("read", rerr)
 	case len(rest) > 0:
 		// The socket was full: the rest goes the usual way, under the
-		// write deadline, and the answer is read the usual way too.
-		if _, err := c.Conn.Write(rest); err != nil {
+		// write timeout, and the answer is read the usual way too.
+		if _, err := c.write(rest, phRead); err != nil {
 			return 0, err
 		}
 		return c.read(p)
 	}
-	c.lastRead = monotonic()
+	c.lastRead = approxNow.Load()
 	return n, nil
 }
 
@@ -156,7 +179,7 @@ func (c *backendConn) Read(p []byte) (int, error) {
 func (c *backendConn) read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.lastRead = monotonic()
+		c.lastRead = approxNow.Load()
 	}
 	return n, err
 }
@@ -213,6 +236,9 @@ func (c *backendConn) Close() error {
 	c.mu.Unlock()
 	if h != nil {
 		release(h)
+	}
+	if c.w != nil {
+		c.w.forget(&c.timed)
 	}
 	return c.Conn.Close()
 }

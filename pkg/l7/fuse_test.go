@@ -27,7 +27,7 @@ func fusePair(t *testing.T) (*backendConn, *net.TCPConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newBackendConn(conn, 0).(*backendConn)
+	c := newBackendConn(conn, nil).(*backendConn)
 	if c.raw == nil {
 		t.Fatal("a TCP connection is not fused")
 	}
@@ -224,7 +224,7 @@ func TestBackendConnIdleFIN(t *testing.T) {
 		t.Fatal(n, err)
 	}
 	// Idle past the window, by hand.
-	c.lastRead -= 2 * fuseWindow
+	c.lastRead -= int64(2 * fuseWindow)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 	start := time.Now()

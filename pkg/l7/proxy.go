@@ -77,13 +77,14 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return newBackendConn(conn, lazySlack(min(cfg.ReadTimeout, cfg.WriteTimeout))), nil
+			return newBackendConn(conn, s.watch), nil
 		},
-		MaxConns:                 MaxConnsPerBackend,
-		MaxIdleConnDuration:      MaxIdleConnDuration,
-		MaxConnWaitTimeout:       cfg.ConnectTimeout,
-		ReadTimeout:              cfg.ReadTimeout,
-		WriteTimeout:             cfg.WriteTimeout,
+		MaxConns:            MaxConnsPerBackend,
+		MaxIdleConnDuration: MaxIdleConnDuration,
+		MaxConnWaitTimeout:  cfg.ConnectTimeout,
+		// The read and write timeouts are the watchdog's (backendConn):
+		// ReadTimeout bounds each wait for the backend's next bytes, so a
+		// long event stream that keeps sending is not cut.
 		MaxResponseBodySize:      0,
 		NoDefaultUserAgentHeader: true,
 		// As on the client side (see New): a backend's lower-case

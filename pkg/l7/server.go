@@ -100,9 +100,9 @@ type Config struct {
 	// first byte (from the connection's start for the first request): a
 	// slowloris client is cut there; default DefaultHeaderTimeout.
 	// ReadTimeout bounds reading a request's body, once its header is in,
-	// and a backend's response; default DefaultReadTimeout. WriteTimeout
-	// bounds writing a response or a request to a backend; default
-	// DefaultWriteTimeout. IdleTimeout bounds the wait for the next request
+	// and each wait for a backend's next bytes; default
+	// DefaultReadTimeout. WriteTimeout bounds each write of a response or
+	// of a request to a backend; default DefaultWriteTimeout. IdleTimeout bounds the wait for the next request
 	// on a keep-alive connection; default DefaultIdleTimeout.
 	HeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and header (431 beyond it);
@@ -216,7 +216,7 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 	}
 	s.state.Store(st)
 	c := st.cfg
-	s.watch = newWatchdog(c.HeaderTimeout, c.IdleTimeout, c.WriteTimeout)
+	s.watch = newWatchdog(c.HeaderTimeout, c.IdleTimeout, c.WriteTimeout, c.ReadTimeout)
 	s.srv = &fasthttp.Server{
 		Handler:               s.serveHTTP,
 		ErrorHandler:          s.parseError,
@@ -232,6 +232,8 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 		// (bodyTimeout), which fasthttp passes to the connection as a read
 		// deadline and the watchdog keeps.
 		HeaderReceived: bodyTimeout(c.ReadTimeout),
+		// RequestCtx.Time is not used: no clock read per request for it.
+		LazyRequestTime: true,
 		// Header names are normalised to their canonical case, and so are
 		// the names given to Peek and Del. Left as the client sent them, a
 		// lower-case x-forwarded-for, keep-alive or claim header would

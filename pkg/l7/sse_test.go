@@ -55,3 +55,48 @@ func TestServerSentEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestLongEventStream: read_timeout bounds the wait for the backend's next
+// bytes, not the whole response, so an event stream that keeps sending
+// outlives it; a stream that falls silent for longer is cut.
+func TestLongEventStream(t *testing.T) {
+	read := 300 * time.Millisecond
+	silent := make(chan struct{})
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 1; i <= 8; i++ {
+			fmt.Fprintf(w, "data: event %d\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(read / 3) // the pace of the stream, well within read
+		}
+		// Then silence past read_timeout.
+		select {
+		case <-silent:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	defer close(silent)
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr)), ReadTimeout: read})
+	req, _ := http.NewRequest("GET", "http://"+addr+"/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	sc := bufio.NewScanner(resp.Body)
+	var got []string
+	for sc.Scan() {
+		if line := sc.Text(); line != "" {
+			got = append(got, line)
+		}
+	}
+	// 8 events over about 8/3 read timeouts, then the cut.
+	if len(got) != 8 || got[7] != "data: event 8" {
+		t.Fatalf("got %d events: %q", len(got), got)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("the silent stream was not cut (%v)", el)
+	}
+}

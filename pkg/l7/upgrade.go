@@ -109,7 +109,7 @@ func (p *proxyStage) tunnel(x *exchange) {
 	stats := b.Stats(loop)
 	stats.Connections.Add(1)
 	b.Active.Add(1)
-	wc := watched(ctx.Conn())
+	wc := clientConn(ctx.Conn())
 	ctx.Hijack(func(client net.Conn) {
 		// From here on the connection is the tunnel's: the watchdog
 		// leaves it alone. Until here the 101 and any answers before it

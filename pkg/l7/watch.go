@@ -8,16 +8,21 @@ import (
 	"time"
 )
 
-// The client-side timeouts (header, idle, body, write) are kept by a
+// The timeouts of an http listener's connections, the clients' (header,
+// idle, body, write) and the backends' (read, write), are kept by a
 // watchdog rather than by connection deadlines. fasthttp would move a
-// connection's deadlines three times per request, each move a runtime timer
-// update; here a connection records which phase it is in, and since when
-// (the monotonic clock), in one atomic word, and a watchdog goroutine per
-// Server looks at every connection once per tick and cuts those past their
-// phase's timeout by setting a deadline in the past, which fails the read
-// or write in progress as a deadline would have.
+// client connection's deadlines three times per request and a backend
+// connection's twice, each move a clock read and a runtime timer update.
+// Here a connection records which phase it is in, and since when, in one
+// atomic word, and a watchdog goroutine per Server looks at every
+// connection once per tick and cuts those past their phase's timeout by
+// setting a deadline in the past, which fails the read or write in progress
+// as a deadline would have.
 //
-// A timeout thus fires up to a tick late (more only if the watchdog
+// A connection that enters a phase records it without a time, and the
+// watchdog writes in its own clock when it first sees the phase: the owner
+// reads no clock, and the start recorded is never earlier than the true
+// one. A timeout thus fires up to two ticks late (more only if the watchdog
 // goroutine itself is held up), never early. A tick is a sixteenth of the
 // shortest timeout, within [minTick, maxTick].
 const (
@@ -25,39 +30,64 @@ const (
 	maxTick = 250 * time.Millisecond
 )
 
-// The phases of a client connection.
+// The phases of a connection.
 const (
-	phNew    = iota // accepted; until its first request is in the handler: header timeout
-	phIdle          // waiting for the next request: idle timeout
-	phHeader        // reading a request's line and header: header timeout
-	phBody          // reading its body: until the deadline HeaderReceived set
-	phBusy          // in the handler, or between writes: no bound here (the backend side has its own)
-	phWrite         // in a write: write timeout
-	phTunnel        // upgraded: the tunnel's own business
+	phNew    = iota // client: accepted; until its first request is in the handler: header timeout
+	phIdle          // client: waiting for the next request: idle timeout
+	phHeader        // client: reading a request's line and header: header timeout
+	phBody          // client: reading its body: until the deadline HeaderReceived set
+	phBusy          // in the handler, or between a backend connection's reads and writes: no bound
+	phWrite         // in a write that may block: write timeout
+	phTunnel        // client: upgraded: the tunnel's own business
 	phCut           // cut by the watchdog: closed if still open a write timeout later
+	phRead          // backend: waiting for its answer's next bytes: read timeout
 
 	phBits = 4
 	phMask = 1<<phBits - 1
 )
 
-// watchdog keeps the timeouts of one Server's client connections.
+// timed is what the watchdog knows of a connection.
+type timed struct {
+	// state is at<<phBits | phase, with at the phase's start on the
+	// monotonic clock (for phBody its deadline), 0 until the watchdog has
+	// seen it.
+	state   atomic.Uint64
+	conn    net.Conn // cut and closed through this
+	removed atomic.Bool
+}
+
+// enter records phase ph, its start to be filled in by the watchdog.
+func (t *timed) enter(ph uint64) { t.state.Store(ph) }
+
+// leave moves t from phase ph to next, unless it is in another phase (the
+// watchdog cut it).
+func (t *timed) leave(ph, next uint64) {
+	for {
+		s := t.state.Load()
+		if s&phMask != ph || t.state.CompareAndSwap(s, next) {
+			return
+		}
+	}
+}
+
+// watchdog keeps the timeouts of one Server's connections.
 type watchdog struct {
-	header, idle, write int64 // ns
-	tick                int64 // ns
+	header, idle, write, read int64 // ns
+	tick                      int64 // ns
 
 	mu       sync.Mutex
-	conns    map[*serverConn]struct{}
+	conns    map[*timed]struct{}
 	stopping bool
 	start    sync.Once
 	stop     chan struct{}
 }
 
-func newWatchdog(header, idle, write time.Duration) *watchdog {
-	tick := min(header, idle, write) / 16
+func newWatchdog(header, idle, write, read time.Duration) *watchdog {
+	tick := min(header, idle, write, read) / 16
 	tick = max(min(tick, maxTick), minTick)
 	w := &watchdog{
-		header: int64(header), idle: int64(idle), write: int64(write), tick: int64(tick),
-		conns: map[*serverConn]struct{}{},
+		header: int64(header), idle: int64(idle), write: int64(write), read: int64(read), tick: int64(tick),
+		conns: map[*timed]struct{}{},
 		stop:  make(chan struct{}),
 	}
 	return w
@@ -75,6 +105,7 @@ func (w *watchdog) run() {
 			stop = nil
 		}
 		now := int64(monotonic())
+		noteNow(now)
 		w.mu.Lock()
 		for c := range w.conns {
 			w.check(c, now)
@@ -87,36 +118,55 @@ func (w *watchdog) run() {
 	}
 }
 
-// check cuts c if it is past its phase's timeout at now.
-func (w *watchdog) check(c *serverConn, now int64) {
+// check cuts c if it is past its phase's timeout at now, and fills in the
+// start of a phase it sees for the first time.
+func (w *watchdog) check(c *timed, now int64) {
 	s := c.state.Load()
-	at := int64(s >> phBits)
-	var over bool
-	switch s & phMask {
+	ph, at := s&phMask, int64(s>>phBits)
+	var limit int64
+	switch ph {
 	case phNew, phHeader:
-		over = now-at > w.header
+		limit = w.header
 	case phIdle:
-		over = now-at > w.idle
+		limit = w.idle
 	case phWrite:
-		over = now-at > w.write
+		limit = w.write
+	case phRead:
+		limit = w.read
 	case phBody:
-		over = now > at // a deadline
+		if now > at { // a deadline
+			w.cut(c, s, now)
+		}
+		return
 	case phCut:
 		// Whatever held it past its cut (a write that ended just as it
 		// was cut, a layer below that reset its deadline): close it.
 		if now-at > w.write {
-			c.Conn.Close()
+			c.conn.Close()
 		}
 		return
+	default:
+		return
 	}
-	if !over || !c.state.CompareAndSwap(s, uint64(now)<<phBits|phCut) {
-		return // in time, or it moved on meanwhile
+	if at == 0 {
+		c.state.CompareAndSwap(s, uint64(now)<<phBits|ph)
+		return
+	}
+	if now-at > limit {
+		w.cut(c, s, now)
+	}
+}
+
+// cut fails c's read, or for a write both ways, unless c moved on from s.
+func (w *watchdog) cut(c *timed, s uint64, now int64) {
+	if !c.state.CompareAndSwap(s, uint64(now)<<phBits|phCut) {
+		return
 	}
 	if s&phMask == phWrite {
-		c.Conn.SetDeadline(cutTime)
+		c.conn.SetDeadline(cutTime)
 	} else {
-		// The read fails; the 408 fasthttp then answers may still go out.
-		c.Conn.SetReadDeadline(cutTime)
+		// The read fails; a 408 fasthttp then answers may still go out.
+		c.conn.SetReadDeadline(cutTime)
 	}
 }
 
@@ -136,22 +186,38 @@ func (w *watchdog) shutdown() {
 	}
 }
 
-func (w *watchdog) add(c net.Conn) *serverConn {
-	sc := &serverConn{Conn: c, w: w}
-	sc.state.Store(uint64(monotonic())<<phBits | phNew)
+// watch puts t, whose conn is set, under the watchdog in phase ph.
+func (w *watchdog) watch(t *timed, ph uint64) {
+	t.enter(ph)
 	w.mu.Lock()
-	w.conns[sc] = struct{}{}
-	w.mu.Unlock()
-	return sc
-}
-
-func (w *watchdog) remove(c *serverConn) {
-	w.mu.Lock()
-	delete(w.conns, c)
+	w.conns[t] = struct{}{}
 	w.mu.Unlock()
 }
 
-// watchListener hands out accepted connections registered with a watchdog.
+// forget takes t off the watchdog, once.
+func (w *watchdog) forget(t *timed) {
+	if t.removed.Swap(true) {
+		return
+	}
+	w.mu.Lock()
+	delete(w.conns, t)
+	w.mu.Unlock()
+}
+
+// approxNow is monotonic() as last noted by a request or a watchdog tick,
+// to within a millisecond under load: a clock for heuristics that need no
+// clock read of their own.
+var approxNow atomic.Int64
+
+// noteNow advances approxNow to now, writing the shared word at most once
+// a millisecond.
+func noteNow(now int64) {
+	if now-approxNow.Load() > int64(time.Millisecond) {
+		approxNow.Store(now)
+	}
+}
+
+// watchListener hands out accepted connections under a watchdog.
 type watchListener struct {
 	net.Listener
 	w *watchdog
@@ -162,7 +228,9 @@ func (l watchListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := l.w.add(c)
+	sc := &serverConn{Conn: c, w: l.w}
+	sc.timed.conn = c
+	l.w.watch(&sc.timed, phNew)
 	if tc, ok := c.(*tls.Conn); ok {
 		// fasthttp tells TLS connections by these two methods.
 		return &tlsServerConn{sc, tc}, nil
@@ -175,10 +243,9 @@ func (l watchListener) Accept() (net.Conn, error) {
 // read and written at once, in phTunnel.
 type serverConn struct {
 	net.Conn
-	w       *watchdog
-	state   atomic.Uint64 // at<<phBits | phase
-	realWD  bool          // a write deadline was passed on
-	removed atomic.Bool
+	timed
+	w      *watchdog
+	realWD bool // a write deadline was passed on
 }
 
 type tlsServerConn struct {
@@ -189,8 +256,8 @@ type tlsServerConn struct {
 func (c *tlsServerConn) Handshake() error                     { return c.tc.Handshake() }
 func (c *tlsServerConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
-// watched returns the serverConn under a connection fasthttp hands out.
-func watched(c net.Conn) *serverConn {
+// clientConn returns the serverConn under a connection fasthttp hands out.
+func clientConn(c net.Conn) *serverConn {
 	switch v := c.(type) {
 	case *serverConn:
 		return v
@@ -200,16 +267,11 @@ func watched(c net.Conn) *serverConn {
 	return nil
 }
 
-func (c *serverConn) enter(ph uint64) {
-	c.state.Store(uint64(monotonic())<<phBits | ph)
-}
-
-// busy marks the request in the handler: its header and body are in. The
-// phase has no bound, so it needs no clock.
-func (c *serverConn) busy() { c.state.Store(phBusy) }
+// busy marks the request in the handler: its header and body are in.
+func (c *serverConn) busy() { c.enter(phBusy) }
 
 // tunnel marks the connection upgraded: the watchdog leaves it alone.
-func (c *serverConn) tunnel() { c.state.Store(phTunnel) }
+func (c *serverConn) tunnel() { c.enter(phTunnel) }
 
 func (c *serverConn) Read(p []byte) (int, error) {
 	if ph := c.state.Load() & phMask; ph == phBusy || ph == phWrite {
@@ -231,16 +293,14 @@ func (c *serverConn) Write(b []byte) (int, error) {
 		// timeout from the accept; a tunnel is on its own.
 		return c.Conn.Write(b)
 	}
-	w := uint64(monotonic())<<phBits | phWrite
-	c.state.Store(w)
+	c.enter(phWrite)
 	n, err := c.Conn.Write(b)
 	next := uint64(phBusy)
 	switch s & phMask {
 	case phIdle, phHeader, phBody:
 		next = s // an interim answer (100 Continue): back to reading
 	}
-	// Unless the watchdog cut it meanwhile.
-	c.state.CompareAndSwap(w, next)
+	c.leave(phWrite, next)
 	return n, err
 }
 
@@ -250,7 +310,7 @@ func (c *serverConn) SetReadDeadline(t time.Time) error {
 	if t.IsZero() {
 		return nil
 	}
-	c.state.Store(uint64(t.Sub(clockBase))<<phBits | phBody)
+	c.state.Store(uint64(max(t.Sub(clockBase), 1))<<phBits | phBody)
 	return nil
 }
 
@@ -270,8 +330,6 @@ func (c *serverConn) SetDeadline(t time.Time) error {
 }
 
 func (c *serverConn) Close() error {
-	if !c.removed.Swap(true) {
-		c.w.remove(c)
-	}
+	c.w.forget(&c.timed)
 	return c.Conn.Close()
 }

@@ -26,12 +26,15 @@ func (c *cutConn) SetDeadline(t time.Time) error {
 func (c *cutConn) SetReadDeadline(t time.Time) error  { c.rd = t; return nil }
 func (c *cutConn) SetWriteDeadline(t time.Time) error { c.wd = t; return nil }
 
-// TestWatchdogCheck drives the watchdog's clock by hand: in every phase a
-// connection is cut only once past its timeout (never early), at most a
-// tick late, and the cut hits the read or the write as the phase says.
+// TestWatchdogCheck drives the watchdog's clock by hand: a phase entered
+// gets its start from the watchdog's first look at it, and in every phase a
+// connection is cut only once past its timeout from its true start (never
+// early), at most two ticks late; the cut hits the read or the write as the
+// phase says, and a connection still open a write timeout after its cut is
+// closed.
 func TestWatchdogCheck(t *testing.T) {
 	const ms = int64(time.Millisecond)
-	w := newWatchdog(100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond)
+	w := newWatchdog(100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond, 300*time.Millisecond)
 	if w.tick != 100*ms/16 {
 		t.Fatalf("tick %v", time.Duration(w.tick))
 	}
@@ -45,52 +48,59 @@ func TestWatchdogCheck(t *testing.T) {
 		{"header", phHeader, 100 * ms, false},
 		{"idle", phIdle, 400 * ms, false},
 		{"write", phWrite, 200 * ms, true},
+		{"backend read", phRead, 300 * ms, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fc := &cutConn{}
-			c := &serverConn{Conn: fc, w: w}
-			c.state.Store(uint64(1000*ms)<<phBits | tc.ph)
-			firstCut := int64(-1)
-			for now := 1000 * ms; now < 1000*ms+tc.timeout+4*w.tick; now += w.tick {
-				w.check(c, now)
-				if c.state.Load()&phMask == phCut {
-					firstCut = now
-					break
+			// The phase is entered at true time 1000 ms plus an offset
+			// within the tick before the watchdog's first look.
+			for _, off := range []int64{0, w.tick / 3, w.tick - 1} {
+				fc := &cutConn{}
+				c := &timed{conn: fc}
+				c.enter(tc.ph)
+				entered := 1000*ms - off
+				firstCut := int64(-1)
+				for now := 1000 * ms; now < 1000*ms+tc.timeout+4*w.tick; now += w.tick {
+					w.check(c, now)
+					if c.state.Load()&phMask == phCut {
+						firstCut = now
+						break
+					}
 				}
-			}
-			if firstCut < 0 {
-				t.Fatal("never cut")
-			}
-			if el := firstCut - 1000*ms; el <= tc.timeout || el > tc.timeout+w.tick {
-				t.Fatalf("cut %v after the phase began, timeout %v, tick %v", time.Duration(el), time.Duration(tc.timeout), time.Duration(w.tick))
-			}
-			// A write is cut both ways, so that one that ends just as it
-			// is cut still cannot wait for the next request unbounded; a
-			// read only on its side, so that the 408 can go out.
-			if fc.rd.IsZero() || fc.rd.After(time.Now()) || tc.write == fc.wd.IsZero() {
-				t.Fatalf("read deadline %v, write deadline %v", fc.rd, fc.wd)
-			}
-			// Still open a write timeout after the cut: closed.
-			w.check(c, firstCut+w.write)
-			if fc.closed {
-				t.Fatal("closed too soon after the cut")
-			}
-			w.check(c, firstCut+w.write+1)
-			if !fc.closed {
-				t.Fatal("not closed a write timeout after the cut")
+				if firstCut < 0 {
+					t.Fatal("never cut")
+				}
+				if el := firstCut - entered; el <= tc.timeout || el > tc.timeout+2*w.tick {
+					t.Fatalf("cut %v after the phase began, timeout %v, tick %v", time.Duration(el), time.Duration(tc.timeout), time.Duration(w.tick))
+				}
+				// A write is cut both ways, so that one that ends just as
+				// it is cut still cannot wait for the next request
+				// unbounded; a read only on its side, so that the 408 can
+				// go out.
+				if fc.rd.IsZero() || fc.rd.After(time.Now()) || tc.write == fc.wd.IsZero() {
+					t.Fatalf("read deadline %v, write deadline %v", fc.rd, fc.wd)
+				}
+				w.check(c, firstCut+w.write)
+				if fc.closed {
+					t.Fatal("closed too soon after the cut")
+				}
+				w.check(c, firstCut+w.write+1)
+				if !fc.closed {
+					t.Fatal("not closed a write timeout after the cut")
+				}
 			}
 		})
 	}
 	t.Run("body", func(t *testing.T) {
 		fc := &cutConn{}
-		c := &serverConn{Conn: fc, w: w}
+		sc := &serverConn{Conn: fc, w: w}
+		sc.timed.conn = fc
 		deadline := clockBase.Add(5 * time.Second)
-		c.SetReadDeadline(deadline)
-		w.check(c, int64(5*time.Second))
+		sc.SetReadDeadline(deadline)
+		w.check(&sc.timed, int64(5*time.Second))
 		if !fc.rd.IsZero() {
 			t.Fatal("cut at its deadline")
 		}
-		w.check(c, int64(5*time.Second)+1)
+		w.check(&sc.timed, int64(5*time.Second)+1)
 		if fc.rd.IsZero() {
 			t.Fatal("not cut past its deadline")
 		}
@@ -98,24 +108,32 @@ func TestWatchdogCheck(t *testing.T) {
 	t.Run("unbounded", func(t *testing.T) {
 		for _, ph := range []uint64{phBusy, phTunnel} {
 			fc := &cutConn{}
-			c := &serverConn{Conn: fc, w: w}
-			c.state.Store(ph)
-			w.check(c, 1<<50)
-			if !fc.rd.IsZero() || !fc.wd.IsZero() || c.state.Load() != ph {
+			c := &timed{conn: fc}
+			c.enter(ph)
+			for now := int64(1); now < 1<<50; now *= 2 {
+				w.check(c, now)
+			}
+			if !fc.rd.IsZero() || !fc.wd.IsZero() || c.state.Load()&phMask != ph {
 				t.Fatalf("phase %d cut", ph)
 			}
 		}
 	})
 	t.Run("moved on", func(t *testing.T) {
-		// A connection that changes phase between the load and the cut is
-		// left alone: the compare-and-swap fails.
-		fc := &cutConn{}
-		c := &serverConn{Conn: fc, w: w}
-		c.state.Store(phHeader)
-		s := c.state.Load()
-		c.state.Store(uint64(10*time.Second)<<phBits | phBusy)
-		if c.state.CompareAndSwap(s, s&^phMask|phCut) {
-			t.Fatal("swap of a stale state")
+		// A connection that leaves its phase after the watchdog filled in
+		// its start still leaves it; one the watchdog cut stays cut.
+		c := &timed{conn: &cutConn{}}
+		c.enter(phWrite)
+		w.check(c, 10*ms)
+		c.leave(phWrite, phBusy)
+		if c.state.Load() != phBusy {
+			t.Fatalf("state %x after leaving a write", c.state.Load())
+		}
+		c.enter(phWrite)
+		w.check(c, 10*ms)
+		w.check(c, 10*ms+w.write+1)
+		c.leave(phWrite, phBusy)
+		if c.state.Load()&phMask != phCut {
+			t.Fatal("a cut connection left its cut")
 		}
 	})
 }
@@ -235,4 +253,47 @@ func TestTunnelOutlivesTimeouts(t *testing.T) {
 			t.Fatalf("echo %q, want %q", got, msg)
 		}
 	}
+}
+
+// TestBackendTimeouts: a backend that never answers is cut at read_timeout
+// and one that stops reading a request body at write_timeout; each costs
+// the client a 502, not a hang.
+func TestBackendTimeouts(t *testing.T) {
+	read, write := 300*time.Millisecond, 300*time.Millisecond
+	t.Run("read", func(t *testing.T) {
+		ln := listenRaw(t, func(c rawConn) {
+			c.Read(make([]byte, 4096))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			c.Read(make([]byte, 1)) // until lbd gives up
+		})
+		_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", ln)), ReadTimeout: read})
+		start := time.Now()
+		resp, _ := get(t, &http.Client{Timeout: 10 * time.Second}, "http://"+addr+"/", nil)
+		if el := time.Since(start); resp.StatusCode != 502 || el < read || el > read+2*time.Second {
+			t.Fatalf("%d after %v, read timeout %v", resp.StatusCode, el, read)
+		}
+	})
+	t.Run("write", func(t *testing.T) {
+		done := make(chan struct{})
+		ln := listenRaw(t, func(c rawConn) {
+			c.SetReadBuffer(4 << 10)
+			c.Read(make([]byte, 1024)) // then reads no more
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+			}
+		})
+		defer close(done)
+		body := strings.Repeat("b", 32<<20)
+		_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", ln)), WriteTimeout: write, MaxBodyBytes: len(body)})
+		start := time.Now()
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Post("http://"+addr+"/", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if el := time.Since(start); resp.StatusCode != 502 || el > write+3*time.Second {
+			t.Fatalf("%d after %v, write timeout %v", resp.StatusCode, el, write)
+		}
+	})
 }
