@@ -11,9 +11,11 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/lbd ./cmd/lbd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/lbctl ./cmd/lbctl
 
-# The whole suite: vet, then every test with the race detector.
+# The whole suite: vet, then every test with the race detector, then the
+# allocation checks, which the race detector's own allocations would spoil.
 test: lint
 	$(GO) test -race -count=1 -timeout 12m ./...
+	$(GO) test -count=1 -run 'NoAllocs' ./pkg/...
 
 test-short:
 	$(GO) test -short -count=1 ./...

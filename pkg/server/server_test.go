@@ -93,7 +93,13 @@ algorithm = "least_conn"
 	if err := s.Drain("p", "b1"); err != nil {
 		t.Fatal(err)
 	}
+	// The client may read the echo before the loop that relayed it has
+	// counted the bytes: wait for the count.
 	text := scrape(t, metricsAddr)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(text, `direction="to_client",pool="p"} 5`) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		text = scrape(t, metricsAddr)
+	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
 	if err != nil {
