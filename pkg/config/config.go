@@ -129,10 +129,12 @@ type Listener struct {
 	AccessLog bool
 	// HeaderTimeout bounds reading an http request's line and header
 	// (slowloris); default 10s. ReadTimeout bounds reading its body, once
-	// the header is in, and the backend's response; default 30s.
-	// WriteTimeout bounds writing the response, and the request to the
-	// backend; default 30s. http listeners only; zero elsewhere.
-	HeaderTimeout, ReadTimeout, WriteTimeout time.Duration
+	// the header is in, and each wait for the backend's response; default
+	// 30s. WriteTimeout bounds each write of the response, and of the
+	// request to the backend; default 30s. TunnelTimeout closes an
+	// upgraded (WebSocket) connection with no bytes either way for that
+	// long; default 1h. http listeners only; zero elsewhere.
+	HeaderTimeout, ReadTimeout, WriteTimeout, TunnelTimeout time.Duration
 	// MaxHeaderBytes bounds an http request's line and header (431 past
 	// it), 1024..1048576, default 8192; MaxBodyBytes its body (413 past it),
 	// 1..268435456, default 4194304. http listeners only; zero elsewhere.

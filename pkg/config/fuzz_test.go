@@ -99,7 +99,7 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		if l.UDPReuseSockets && (l.Protocol != ProtocolUDP || l.UDPResponses < 1) {
 			t.Fatalf("listener %q reuses udp sockets without udp_responses: %+v", l.Name, l)
 		}
-		if l.Protocol != ProtocolHTTP && (l.HeaderTimeout != 0 || l.MaxBodyBytes != 0) {
+		if l.Protocol != ProtocolHTTP && (l.HeaderTimeout != 0 || l.TunnelTimeout != 0 || l.MaxBodyBytes != 0) {
 			t.Fatalf("listener %q has http limits: %+v", l.Name, l)
 		}
 	}
@@ -124,7 +124,7 @@ func checkHTTPListener(t *testing.T, cfg *Config, l *Listener) {
 	if l.Pool != "" || len(l.Routes) == 0 || (l.TLSCertFile == "") != (l.TLSKeyFile == "") {
 		t.Fatalf("http listener %q: pool %q, %d routes, tls %q %q", l.Name, l.Pool, len(l.Routes), l.TLSCertFile, l.TLSKeyFile)
 	}
-	if l.HeaderTimeout <= 0 || l.ReadTimeout <= 0 || l.WriteTimeout <= 0 ||
+	if l.HeaderTimeout <= 0 || l.ReadTimeout <= 0 || l.WriteTimeout <= 0 || l.TunnelTimeout <= 0 ||
 		l.MaxHeaderBytes < 1024 || l.MaxHeaderBytes > 1<<20 || l.MaxBodyBytes < 1 || l.MaxBodyBytes > maxMaxBodyBytes {
 		t.Fatalf("http listener %q: timeouts %v %v %v, sizes %d %d", l.Name, l.HeaderTimeout, l.ReadTimeout, l.WriteTimeout, l.MaxHeaderBytes, l.MaxBodyBytes)
 	}

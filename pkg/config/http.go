@@ -37,6 +37,7 @@ const (
 	defaultHeaderTimeout  = "10s"
 	defaultReadTimeout    = "30s"
 	defaultWriteTimeout   = "30s"
+	defaultTunnelTimeout  = "1h"
 	defaultMaxHeaderBytes = 8192
 	defaultMaxBodyBytes   = 4 << 20
 	// The whole body is held in memory while it goes to the backend.
@@ -313,6 +314,7 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 	onlyHTTP("header_timeout", r.HeaderTimeout.Set)
 	onlyHTTP("read_timeout", r.ReadTimeout.Set)
 	onlyHTTP("write_timeout", r.WriteTimeout.Set)
+	onlyHTTP("tunnel_timeout", r.TunnelTimeout.Set)
 	onlyHTTP("max_header_bytes", r.MaxHeaderBytes.Set)
 	onlyHTTP("max_body_bytes", r.MaxBodyBytes.Set)
 	for j := range r.Route {
@@ -345,6 +347,7 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 	l.HeaderTimeout = s.duration("header_timeout", r.HeaderTimeout, defaultHeaderTimeout, false)
 	l.ReadTimeout = s.duration("read_timeout", r.ReadTimeout, defaultReadTimeout, false)
 	l.WriteTimeout = s.duration("write_timeout", r.WriteTimeout, defaultWriteTimeout, false)
+	l.TunnelTimeout = s.duration("tunnel_timeout", r.TunnelTimeout, defaultTunnelTimeout, false)
 	l.MaxHeaderBytes = s.integer("max_header_bytes", r.MaxHeaderBytes, defaultMaxHeaderBytes, 1024, 1<<20)
 	l.MaxBodyBytes = s.integer("max_body_bytes", r.MaxBodyBytes, defaultMaxBodyBytes, 1, maxMaxBodyBytes)
 

@@ -125,8 +125,10 @@ func TestHTTPParseErrors(t *testing.T) {
 		{"tls on tcp listener", inListener(`tls_cert_file = "`+testCert+`"`, `tls_key_file = "`+testKey+`"`), []want{{5, "tls_cert_file applies to http listeners only"}, {6, "tls_key_file applies to http listeners only"}}},
 		{"access_log on udp listener", inListener(`protocol = "udp"`, `access_log = true`), []want{{6, "access_log applies to http listeners only"}}},
 		{"access_log not a boolean", inHTTPListener(`access_log = "yes"`), []want{{5, "access_log must be a boolean, not a string"}}},
-		{"http timeouts on a tcp listener", inListener(`header_timeout = "5s"`, `read_timeout = "5s"`, `write_timeout = "5s"`), []want{
-			{5, "header_timeout applies to http listeners only"}, {6, "read_timeout applies to http listeners only"}, {7, "write_timeout applies to http listeners only"}}},
+		{"http timeouts on a tcp listener", inListener(`header_timeout = "5s"`, `read_timeout = "5s"`, `write_timeout = "5s"`, `tunnel_timeout = "5s"`), []want{
+			{5, "header_timeout applies to http listeners only"}, {6, "read_timeout applies to http listeners only"}, {7, "write_timeout applies to http listeners only"},
+			{8, "tunnel_timeout applies to http listeners only"}}},
+		{"tunnel_timeout negative", inHTTPListener(`tunnel_timeout = "-1s"`), []want{{5, `tunnel_timeout`}}},
 		{"http sizes on a udp listener", inListener(`protocol = "udp"`, `max_header_bytes = 8192`, `max_body_bytes = 1`), []want{
 			{6, "max_header_bytes applies to http listeners only"}, {7, "max_body_bytes applies to http listeners only"}}},
 		{"header_timeout zero", inHTTPListener(`header_timeout = "0s"`), []want{{5, `header_timeout`}}},

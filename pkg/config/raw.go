@@ -59,6 +59,7 @@ type rawListener struct {
 	HeaderTimeout  rawString  `toml:"header_timeout"`
 	ReadTimeout    rawString  `toml:"read_timeout"`
 	WriteTimeout   rawString  `toml:"write_timeout"`
+	TunnelTimeout  rawString  `toml:"tunnel_timeout"`
 	MaxHeaderBytes rawInt     `toml:"max_header_bytes"`
 	MaxBodyBytes   rawInt     `toml:"max_body_bytes"`
 	Route          []rawRoute `toml:"route"`

@@ -335,7 +335,7 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 		for _, k := range []struct {
 			key string
 			set bool
-		}{{"header_timeout", r.HeaderTimeout.Set}, {"read_timeout", r.ReadTimeout.Set}, {"write_timeout", r.WriteTimeout.Set},
+		}{{"header_timeout", r.HeaderTimeout.Set}, {"read_timeout", r.ReadTimeout.Set}, {"write_timeout", r.WriteTimeout.Set}, {"tunnel_timeout", r.TunnelTimeout.Set},
 			{"max_header_bytes", r.MaxHeaderBytes.Set}, {"max_body_bytes", r.MaxBodyBytes.Set}} {
 			s.unimplemented(k.key, k.set)
 		}

@@ -62,6 +62,7 @@ const (
 	DefaultReadTimeout    = 30 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
 	DefaultIdleTimeout    = 60 * time.Second
+	DefaultTunnelTimeout  = time.Hour
 	DefaultMaxHeaderBytes = 8 << 10
 	DefaultMaxBodyBytes   = 4 << 20
 	DefaultConnectTimeout = 2 * time.Second
@@ -104,7 +105,9 @@ type Config struct {
 	// DefaultReadTimeout. WriteTimeout bounds each write of a response or
 	// of a request to a backend; default DefaultWriteTimeout. IdleTimeout bounds the wait for the next request
 	// on a keep-alive connection; default DefaultIdleTimeout.
-	HeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// TunnelTimeout closes an upgraded connection with no bytes either
+	// way for that long; default DefaultTunnelTimeout.
+	HeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout, TunnelTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and header (431 beyond it);
 	// default DefaultMaxHeaderBytes. MaxBodyBytes bounds the request body
 	// (413 beyond it); default DefaultMaxBodyBytes.
@@ -200,7 +203,7 @@ func (s *Server) Inherit(prev *Server) { s.rejectedBase.Add(prev.RejectedConnect
 func SameLimits(a, b Config) bool {
 	a, b = withDefaults(a), withDefaults(b)
 	return a.HeaderTimeout == b.HeaderTimeout && a.ReadTimeout == b.ReadTimeout &&
-		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout &&
+		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout && a.TunnelTimeout == b.TunnelTimeout &&
 		a.MaxHeaderBytes == b.MaxHeaderBytes && a.MaxBodyBytes == b.MaxBodyBytes &&
 		a.MaxConnections == b.MaxConnections && a.ConnectTimeout == b.ConnectTimeout
 }
@@ -216,7 +219,7 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 	}
 	s.state.Store(st)
 	c := st.cfg
-	s.watch = newWatchdog(c.HeaderTimeout, c.IdleTimeout, c.WriteTimeout, c.ReadTimeout)
+	s.watch = newWatchdog(c.HeaderTimeout, c.IdleTimeout, c.WriteTimeout, c.ReadTimeout, c.TunnelTimeout)
 	s.srv = &fasthttp.Server{
 		Handler:               s.serveHTTP,
 		ErrorHandler:          s.parseError,
@@ -273,6 +276,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.TunnelTimeout <= 0 {
+		cfg.TunnelTimeout = DefaultTunnelTimeout
 	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes

@@ -121,9 +121,14 @@ func (p *proxyStage) tunnel(x *exchange) {
 		defer conn.Close()
 		done := make(chan int64, 1)
 		go func() {
-			n, _ := io.Copy(conn, client)
-			// The client is done sending: pass the half-close on.
-			if tc, ok := conn.(*net.TCPConn); ok {
+			n, err := io.Copy(conn, client)
+			if err != nil {
+				// The client's side failed or was closed (the tunnel
+				// timeout): end the backend's side too, which ends the
+				// other copy.
+				conn.Close()
+			} else if tc, ok := conn.(*net.TCPConn); ok {
+				// The client is done sending: pass the half-close on.
 				tc.CloseWrite()
 			}
 			done <- n

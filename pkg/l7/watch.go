@@ -38,7 +38,7 @@ const (
 	phBody          // client: reading its body: until the deadline HeaderReceived set
 	phBusy          // in the handler, or between a backend connection's reads and writes: no bound
 	phWrite         // in a write that may block: write timeout
-	phTunnel        // client: upgraded: the tunnel's own business
+	phTunnel        // client: upgraded; entered again on every byte either way: tunnel timeout
 	phCut           // cut by the watchdog: closed if still open a write timeout later
 	phRead          // backend: waiting for its answer's next bytes: read timeout
 
@@ -72,8 +72,8 @@ func (t *timed) leave(ph, next uint64) {
 
 // watchdog keeps the timeouts of one Server's connections.
 type watchdog struct {
-	header, idle, write, read int64 // ns
-	tick                      int64 // ns
+	header, idle, write, read, tunnel int64 // ns
+	tick                              int64 // ns
 
 	mu       sync.Mutex
 	conns    map[*timed]struct{}
@@ -82,11 +82,12 @@ type watchdog struct {
 	stop     chan struct{}
 }
 
-func newWatchdog(header, idle, write, read time.Duration) *watchdog {
-	tick := min(header, idle, write, read) / 16
+func newWatchdog(header, idle, write, read, tunnel time.Duration) *watchdog {
+	tick := min(header, idle, write, read, tunnel) / 16
 	tick = max(min(tick, maxTick), minTick)
 	w := &watchdog{
-		header: int64(header), idle: int64(idle), write: int64(write), read: int64(read), tick: int64(tick),
+		header: int64(header), idle: int64(idle), write: int64(write), read: int64(read), tunnel: int64(tunnel),
+		tick: int64(tick),
 		conns: map[*timed]struct{}{},
 		stop:  make(chan struct{}),
 	}
@@ -133,6 +134,8 @@ func (w *watchdog) check(c *timed, now int64) {
 		limit = w.write
 	case phRead:
 		limit = w.read
+	case phTunnel:
+		limit = w.tunnel
 	case phBody:
 		if now > at { // a deadline
 			w.cut(c, s, now)
@@ -162,9 +165,13 @@ func (w *watchdog) cut(c *timed, s uint64, now int64) {
 	if !c.state.CompareAndSwap(s, uint64(now)<<phBits|phCut) {
 		return
 	}
-	if s&phMask == phWrite {
+	switch s & phMask {
+	case phWrite:
 		c.conn.SetDeadline(cutTime)
-	} else {
+	case phTunnel:
+		// Both copies of the tunnel end on the client's close (upgrade.go).
+		c.conn.Close()
+	default:
 		// The read fails; a 408 fasthttp then answers may still go out.
 		c.conn.SetReadDeadline(cutTime)
 	}
@@ -270,7 +277,8 @@ func clientConn(c net.Conn) *serverConn {
 // busy marks the request in the handler: its header and body are in.
 func (c *serverConn) busy() { c.enter(phBusy) }
 
-// tunnel marks the connection upgraded: the watchdog leaves it alone.
+// tunnel marks the connection upgraded: from here on it is bounded only by
+// the tunnel timeout, which every byte either way starts again.
 func (c *serverConn) tunnel() { c.enter(phTunnel) }
 
 func (c *serverConn) Read(p []byte) (int, error) {
@@ -279,8 +287,13 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		c.enter(phIdle)
 	}
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.state.Load()&phMask == phIdle {
-		c.enter(phHeader)
+	if n > 0 {
+		switch c.state.Load() & phMask {
+		case phIdle:
+			c.enter(phHeader)
+		case phTunnel:
+			c.enter(phTunnel)
+		}
 	}
 	return n, err
 }
@@ -288,10 +301,17 @@ func (c *serverConn) Read(p []byte) (int, error) {
 func (c *serverConn) Write(b []byte) (int, error) {
 	s := c.state.Load()
 	switch s & phMask {
-	case phNew, phTunnel, phCut:
+	case phNew, phCut:
 		// A TLS handshake or an early refusal is bounded by the header
-		// timeout from the accept; a tunnel is on its own.
+		// timeout from the accept.
 		return c.Conn.Write(b)
+	case phTunnel:
+		// Written to by one copy of the tunnel while the other reads.
+		n, err := c.Conn.Write(b)
+		if n > 0 {
+			c.enter(phTunnel)
+		}
+		return n, err
 	}
 	c.enter(phWrite)
 	n, err := c.Conn.Write(b)

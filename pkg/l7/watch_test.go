@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -34,7 +35,7 @@ func (c *cutConn) SetWriteDeadline(t time.Time) error { c.wd = t; return nil }
 // closed.
 func TestWatchdogCheck(t *testing.T) {
 	const ms = int64(time.Millisecond)
-	w := newWatchdog(100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond, 300*time.Millisecond)
+	w := newWatchdog(100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond, 300*time.Millisecond, 500*time.Millisecond)
 	if w.tick != 100*ms/16 {
 		t.Fatalf("tick %v", time.Duration(w.tick))
 	}
@@ -43,12 +44,14 @@ func TestWatchdogCheck(t *testing.T) {
 		ph      uint64
 		timeout int64
 		write   bool
+		closes  bool // cut by closing
 	}{
-		{"new", phNew, 100 * ms, false},
-		{"header", phHeader, 100 * ms, false},
-		{"idle", phIdle, 400 * ms, false},
-		{"write", phWrite, 200 * ms, true},
-		{"backend read", phRead, 300 * ms, false},
+		{"new", phNew, 100 * ms, false, false},
+		{"header", phHeader, 100 * ms, false, false},
+		{"idle", phIdle, 400 * ms, false, false},
+		{"write", phWrite, 200 * ms, true, false},
+		{"backend read", phRead, 300 * ms, false, false},
+		{"tunnel", phTunnel, 500 * ms, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The phase is entered at true time 1000 ms plus an offset
@@ -76,6 +79,12 @@ func TestWatchdogCheck(t *testing.T) {
 				// it is cut still cannot wait for the next request
 				// unbounded; a read only on its side, so that the 408 can
 				// go out.
+				if tc.closes {
+					if !fc.closed || !fc.rd.IsZero() || !fc.wd.IsZero() {
+						t.Fatalf("closed %v, read deadline %v, write deadline %v", fc.closed, fc.rd, fc.wd)
+					}
+					continue
+				}
 				if fc.rd.IsZero() || fc.rd.After(time.Now()) || tc.write == fc.wd.IsZero() {
 					t.Fatalf("read deadline %v, write deadline %v", fc.rd, fc.wd)
 				}
@@ -106,7 +115,7 @@ func TestWatchdogCheck(t *testing.T) {
 		}
 	})
 	t.Run("unbounded", func(t *testing.T) {
-		for _, ph := range []uint64{phBusy, phTunnel} {
+		for _, ph := range []uint64{phBusy} {
 			fc := &cutConn{}
 			c := &timed{conn: fc}
 			c.enter(ph)
@@ -221,7 +230,7 @@ func TestWriteTimeout(t *testing.T) {
 }
 
 // TestTunnelOutlivesTimeouts: an upgraded connection is left alone by the
-// header and idle timeouts.
+// header, idle and write timeouts.
 func TestTunnelOutlivesTimeouts(t *testing.T) {
 	b := newBackend(t, wsEchoHandler)
 	header, idle := 50*time.Millisecond, 100*time.Millisecond
@@ -296,4 +305,57 @@ func TestBackendTimeouts(t *testing.T) {
 			t.Fatalf("%d after %v, write timeout %v", resp.StatusCode, el, write)
 		}
 	})
+}
+
+// TestTunnelTimeout: an upgraded connection that carries bytes either way
+// within tunnel_timeout stays open; once silent for longer it is closed on
+// both sides.
+func TestTunnelTimeout(t *testing.T) {
+	b := newBackend(t, wsEchoHandler)
+	p := testPool(t, "wrr", b.addr)
+	tunnel := 400 * time.Millisecond
+	_, addr := startServer(t, Config{Routes: simpleRoutes(p), TunnelTimeout: tunnel})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatal(resp, err)
+	}
+	// Traffic every quarter of the timeout, for twice the timeout.
+	for i := range 8 {
+		time.Sleep(tunnel / 4)
+		msg := fmt.Sprintf("m%d", i)
+		c.Write(wsFrame(msg))
+		var hdr [2]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			t.Fatalf("message %d: tunnel closed while in use: %v", i, err)
+		}
+		got := make([]byte, hdr[1]&0x7f)
+		io.ReadFull(br, got)
+		if string(got) != msg {
+			t.Fatalf("echo %q, want %q", got, msg)
+		}
+	}
+	// Then silence: closed after the timeout.
+	start := time.Now()
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("a byte from a silent tunnel")
+	}
+	if el := time.Since(start); el < tunnel || el > tunnel+2*time.Second {
+		t.Fatalf("closed after %v of silence, tunnel timeout %v", el, tunnel)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Backends()[0].Active.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the backend side of the tunnel is still open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

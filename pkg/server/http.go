@@ -309,7 +309,7 @@ func (s *Server) serve(h *httpListener, lc config.Listener, srv *l7.Server, cert
 func limits(lc config.Listener) l7.Config {
 	return l7.Config{
 		HeaderTimeout: lc.HeaderTimeout, ReadTimeout: lc.ReadTimeout, WriteTimeout: lc.WriteTimeout,
-		IdleTimeout: lc.IdleTimeout, MaxHeaderBytes: lc.MaxHeaderBytes, MaxBodyBytes: lc.MaxBodyBytes,
+		TunnelTimeout: lc.TunnelTimeout, IdleTimeout: lc.IdleTimeout, MaxHeaderBytes: lc.MaxHeaderBytes, MaxBodyBytes: lc.MaxBodyBytes,
 		MaxConnections: lc.MaxConnections, ConnectTimeout: lc.ConnectTimeout,
 	}
 }
