@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -9,6 +10,11 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// errCut is what a backend connection the watchdog cut says to a request
+// it has not sent: fasthttp closes it, and the request may go again on
+// another, whatever its method.
+var errCut = errors.New("l7: backend connection cut by a timeout before this request")
 
 // fuseWindow is how recently a backend connection's last read must have
 // ended for its next request to be fused.
@@ -56,6 +62,7 @@ type backendConn struct {
 	held *[]byte    // written, not yet sent; nil when empty
 
 	lastRead int64 // approxNow: when a read last returned data
+	cut      bool  // cut by the watchdog after its last answer came in
 
 	// The state of one fused Read, for the callback.
 	out   []byte // to send first
@@ -71,7 +78,9 @@ type backendConn struct {
 // writes into reads when conn is a TCP connection.
 func newBackendConn(conn net.Conn, w *watchdog) net.Conn {
 	c := &backendConn{Conn: conn, w: w, lastRead: approxNow.Load()}
-	c.timed.conn = conn
+	// Cut through backendConn, which passes deadlines on; closed through
+	// it too, so that it is forgotten.
+	c.timed.conn = c
 	if w != nil {
 		w.watch(&c.timed, phBusy)
 	}
@@ -93,6 +102,9 @@ func (c *backendConn) write(b []byte, ph uint64) (int, error) {
 }
 
 func (c *backendConn) Write(b []byte) (int, error) {
+	if c.cut {
+		return 0, errCut
+	}
 	if c.raw == nil {
 		return c.write(b, phBusy)
 	}
@@ -123,7 +135,12 @@ func (c *backendConn) Write(b []byte) (int, error) {
 func (c *backendConn) Read(p []byte) (int, error) {
 	c.enter(phRead)
 	n, err := c.fusedRead(p)
-	c.leave(phRead, phBusy)
+	if !c.leave(phRead, phBusy) && err == nil {
+		// Cut as the answer came in: the answer stands, but the read
+		// deadline is in the past, so the connection cannot serve
+		// another request. The next Write says so before sending.
+		c.cut = true
+	}
 	return n, err
 }
 

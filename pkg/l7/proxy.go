@@ -102,6 +102,9 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 			if isDialError(err) {
 				return false, false
 			}
+			if errors.Is(err, errCut) {
+				return false, true // never sent
+			}
 			// fasthttp turns a bare io.EOF into ErrConnectionClosed only
 			// after its last attempt: here it is still io.EOF.
 			closed := err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed)

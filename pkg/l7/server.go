@@ -356,8 +356,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, lets requests in flight finish until ctx ends,
-// and closes the backend connection pools.
+// Shutdown stops accepting, lets requests in flight and upgraded
+// connections finish until ctx ends, then closes whatever is left, and the
+// backend connection pools.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	s.watch.shutdown()
@@ -365,6 +366,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		v.(*fasthttp.HostClient).CloseIdleConnections()
 		return true
 	})
+	if err == nil {
+		// fasthttp does not wait for upgraded connections: they get what
+		// is left of ctx.
+		err = s.watch.waitClients(ctx)
+	}
+	if err != nil {
+		// Time is up: what is still open (an event stream that keeps
+		// sending, a tunnel, a slow backend) is closed now.
+		s.watch.closeAll()
+	}
 	return err
 }
 

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"sync"
@@ -53,6 +54,7 @@ type timed struct {
 	// seen it.
 	state   atomic.Uint64
 	conn    net.Conn // cut and closed through this
+	client  bool     // a client connection, not a backend one
 	removed atomic.Bool
 }
 
@@ -60,12 +62,15 @@ type timed struct {
 func (t *timed) enter(ph uint64) { t.state.Store(ph) }
 
 // leave moves t from phase ph to next, unless it is in another phase (the
-// watchdog cut it).
-func (t *timed) leave(ph, next uint64) {
+// watchdog cut it); it reports whether it did.
+func (t *timed) leave(ph, next uint64) bool {
 	for {
 		s := t.state.Load()
-		if s&phMask != ph || t.state.CompareAndSwap(s, next) {
-			return
+		if s&phMask != ph {
+			return false
+		}
+		if t.state.CompareAndSwap(s, next) {
+			return true
 		}
 	}
 }
@@ -105,14 +110,23 @@ func (w *watchdog) run() {
 		case <-stop:
 			stop = nil
 		}
-		now := int64(monotonic())
-		noteNow(now)
+		noteNow(int64(monotonic()))
+		var stuck []net.Conn
 		w.mu.Lock()
 		for c := range w.conns {
-			w.check(c, now)
+			// The clock is read for each connection: a start filled in
+			// from a reading taken before the connection entered its
+			// phase would be early.
+			if w.check(c, int64(monotonic())) {
+				stuck = append(stuck, c.conn)
+			}
 		}
 		done := stop == nil && len(w.conns) == 0
 		w.mu.Unlock()
+		// Not under w.mu: a backendConn's Close forgets itself.
+		for _, c := range stuck {
+			c.Close()
+		}
 		if done {
 			return
 		}
@@ -120,8 +134,9 @@ func (w *watchdog) run() {
 }
 
 // check cuts c if it is past its phase's timeout at now, and fills in the
-// start of a phase it sees for the first time.
-func (w *watchdog) check(c *timed, now int64) {
+// start of a phase it sees for the first time. It reports a connection
+// still open a write timeout after its cut, for the caller to close.
+func (w *watchdog) check(c *timed, now int64) (stuck bool) {
 	s := c.state.Load()
 	ph, at := s&phMask, int64(s>>phBits)
 	var limit int64
@@ -140,41 +155,38 @@ func (w *watchdog) check(c *timed, now int64) {
 		if now > at { // a deadline
 			w.cut(c, s, now)
 		}
-		return
+		return false
 	case phCut:
 		// Whatever held it past its cut (a write that ended just as it
 		// was cut, a layer below that reset its deadline): close it.
-		if now-at > w.write {
-			c.conn.Close()
-		}
-		return
+		return now-at > w.write
 	default:
-		return
+		return false
 	}
 	if at == 0 {
 		c.state.CompareAndSwap(s, uint64(now)<<phBits|ph)
-		return
+		return false
 	}
-	if now-at > limit {
-		w.cut(c, s, now)
-	}
+	return now-at > limit && w.cut(c, s, now)
 }
 
 // cut fails c's read, or for a write both ways, unless c moved on from s.
-func (w *watchdog) cut(c *timed, s uint64, now int64) {
+// A tunnel it leaves to the caller to close: both copies of the tunnel end
+// on the client's close (upgrade.go).
+func (w *watchdog) cut(c *timed, s uint64, now int64) (closeIt bool) {
 	if !c.state.CompareAndSwap(s, uint64(now)<<phBits|phCut) {
-		return
+		return false
 	}
 	switch s & phMask {
 	case phWrite:
 		c.conn.SetDeadline(cutTime)
 	case phTunnel:
-		// Both copies of the tunnel end on the client's close (upgrade.go).
-		c.conn.Close()
+		return true
 	default:
 		// The read fails; a 408 fasthttp then answers may still go out.
 		c.conn.SetReadDeadline(cutTime)
 	}
+	return false
 }
 
 // cutTime is a deadline long past.
@@ -219,8 +231,49 @@ var approxNow atomic.Int64
 // noteNow advances approxNow to now, writing the shared word at most once
 // a millisecond.
 func noteNow(now int64) {
-	if now-approxNow.Load() > int64(time.Millisecond) {
-		approxNow.Store(now)
+	for {
+		old := approxNow.Load()
+		if now-old <= int64(time.Millisecond) || approxNow.CompareAndSwap(old, now) {
+			return
+		}
+	}
+}
+
+// waitClients waits until no client connection is left, or ctx ends.
+func (w *watchdog) waitClients(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		n := 0
+		for c := range w.conns {
+			if c.client {
+				n++
+			}
+		}
+		w.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// closeAll closes every connection still under the watchdog: what is left
+// when a Shutdown's time is up.
+func (w *watchdog) closeAll() {
+	w.mu.Lock()
+	left := make([]net.Conn, 0, len(w.conns))
+	for c := range w.conns {
+		left = append(left, c.conn)
+	}
+	w.mu.Unlock()
+	for _, c := range left {
+		c.Close()
 	}
 }
 
@@ -236,7 +289,7 @@ func (l watchListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	sc := &serverConn{Conn: c, w: l.w}
-	sc.timed.conn = c
+	sc.timed.conn, sc.timed.client = c, true
 	l.w.watch(&sc.timed, phNew)
 	if tc, ok := c.(*tls.Conn); ok {
 		// fasthttp tells TLS connections by these two methods.

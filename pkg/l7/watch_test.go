@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -36,6 +37,12 @@ func (c *cutConn) SetWriteDeadline(t time.Time) error { c.wd = t; return nil }
 func TestWatchdogCheck(t *testing.T) {
 	const ms = int64(time.Millisecond)
 	w := newWatchdog(100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond, 300*time.Millisecond, 500*time.Millisecond)
+	// check is one look by the watchdog, closing what it reports, as run does.
+	check := func(c *timed, now int64) {
+		if w.check(c, now) {
+			c.conn.Close()
+		}
+	}
 	if w.tick != 100*ms/16 {
 		t.Fatalf("tick %v", time.Duration(w.tick))
 	}
@@ -63,7 +70,7 @@ func TestWatchdogCheck(t *testing.T) {
 				entered := 1000*ms - off
 				firstCut := int64(-1)
 				for now := 1000 * ms; now < 1000*ms+tc.timeout+4*w.tick; now += w.tick {
-					w.check(c, now)
+					check(c, now)
 					if c.state.Load()&phMask == phCut {
 						firstCut = now
 						break
@@ -88,11 +95,11 @@ func TestWatchdogCheck(t *testing.T) {
 				if fc.rd.IsZero() || fc.rd.After(time.Now()) || tc.write == fc.wd.IsZero() {
 					t.Fatalf("read deadline %v, write deadline %v", fc.rd, fc.wd)
 				}
-				w.check(c, firstCut+w.write)
+				check(c, firstCut+w.write)
 				if fc.closed {
 					t.Fatal("closed too soon after the cut")
 				}
-				w.check(c, firstCut+w.write+1)
+				check(c, firstCut+w.write+1)
 				if !fc.closed {
 					t.Fatal("not closed a write timeout after the cut")
 				}
@@ -105,11 +112,11 @@ func TestWatchdogCheck(t *testing.T) {
 		sc.timed.conn = fc
 		deadline := clockBase.Add(5 * time.Second)
 		sc.SetReadDeadline(deadline)
-		w.check(&sc.timed, int64(5*time.Second))
+		check(&sc.timed, int64(5*time.Second))
 		if !fc.rd.IsZero() {
 			t.Fatal("cut at its deadline")
 		}
-		w.check(&sc.timed, int64(5*time.Second)+1)
+		check(&sc.timed, int64(5*time.Second)+1)
 		if fc.rd.IsZero() {
 			t.Fatal("not cut past its deadline")
 		}
@@ -120,7 +127,7 @@ func TestWatchdogCheck(t *testing.T) {
 			c := &timed{conn: fc}
 			c.enter(ph)
 			for now := int64(1); now < 1<<50; now *= 2 {
-				w.check(c, now)
+				check(c, now)
 			}
 			if !fc.rd.IsZero() || !fc.wd.IsZero() || c.state.Load()&phMask != ph {
 				t.Fatalf("phase %d cut", ph)
@@ -132,14 +139,14 @@ func TestWatchdogCheck(t *testing.T) {
 		// its start still leaves it; one the watchdog cut stays cut.
 		c := &timed{conn: &cutConn{}}
 		c.enter(phWrite)
-		w.check(c, 10*ms)
+		check(c, 10*ms)
 		c.leave(phWrite, phBusy)
 		if c.state.Load() != phBusy {
 			t.Fatalf("state %x after leaving a write", c.state.Load())
 		}
 		c.enter(phWrite)
-		w.check(c, 10*ms)
-		w.check(c, 10*ms+w.write+1)
+		check(c, 10*ms)
+		check(c, 10*ms+w.write+1)
 		c.leave(phWrite, phBusy)
 		if c.state.Load()&phMask != phCut {
 			t.Fatal("a cut connection left its cut")
@@ -357,5 +364,142 @@ func TestTunnelTimeout(t *testing.T) {
 			t.Fatal("the backend side of the tunnel is still open")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// hookConn runs afterRead once, after the first Read that returns data.
+type hookConn struct {
+	net.Conn
+	afterRead func()
+}
+
+func (h *hookConn) Read(p []byte) (int, error) {
+	n, err := h.Conn.Read(p)
+	if f := h.afterRead; f != nil && n > 0 {
+		h.afterRead = nil
+		f()
+	}
+	return n, err
+}
+
+// TestBackendCutAsAnswerCame: the watchdog cuts a backend read just as the
+// answer comes in. That answer stands, and the connection, its read
+// deadline now in the past, is not used for the next request, which is
+// answered on another: no 502 for a request that did nothing wrong.
+func TestBackendCutAsAnswerCame(t *testing.T) {
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	p := testPool(t, "wrr", b.addr)
+	s, addr := startServer(t, Config{Routes: simpleRoutes(p)})
+	hc := s.client(p.Backends()[0], s.state.Load())
+	first := true
+	hc.Dial = func(a string) (net.Conn, error) {
+		raw, err := net.Dial("tcp", a)
+		if err != nil {
+			return nil, err
+		}
+		h := &hookConn{Conn: raw}
+		bc := newBackendConn(h, s.watch).(*backendConn)
+		if first {
+			first = false
+			h.afterRead = func() { // the answer is in; Read is still in phRead
+				now := int64(monotonic())
+				s.watch.check(&bc.timed, now)                // fills in the start
+				s.watch.check(&bc.timed, now+s.watch.read+1) // cuts
+			}
+		}
+		return bc, nil
+	}
+	// POST: not idempotent, so only a request known not to have been sent
+	// may go again.
+	for i := 1; i <= 2; i++ {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Post("http://"+addr+"/", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := b.requests.Load(); n != 2 {
+		t.Fatalf("the backend saw %d requests, want 2", n)
+	}
+}
+
+// TestShutdownClosesWhatIsLeft: Shutdown lets an event stream and a tunnel
+// go on until its context ends, then closes them.
+func TestShutdownClosesWhatIsLeft(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	events := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			wsEchoHandler(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; ; i++ {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	s, err := New(Config{Routes: simpleRoutes(testPool(t, "wrr", events.addr))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	addr := ln.Addr().String()
+
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ws, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(ws, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	wsr := bufio.NewReader(ws)
+	if r, err := http.ReadResponse(wsr, nil); err != nil || r.StatusCode != 101 {
+		t.Fatal(r, err)
+	}
+
+	drain := 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err == nil {
+		t.Error("Shutdown reported everything finished")
+	}
+	if el := time.Since(start); el < drain {
+		t.Errorf("Shutdown returned after %v, before its %v", el, drain)
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, resp.Body)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event stream is still open after Shutdown")
+	}
+	if _, err := wsr.ReadByte(); err == nil {
+		t.Fatal("a byte from the tunnel after Shutdown")
 	}
 }
