@@ -353,9 +353,18 @@ func (h *httpListener) stop(ctx context.Context) {
 }
 
 // shutdownHTTP stops every http listener within ctx.
+//
+// They stop side by side, so that one listener's long drain (an event
+// stream, a WebSocket) does not use up the others' time.
 func (s *Server) shutdownHTTPLocked(ctx context.Context) {
+	var wg sync.WaitGroup
 	for name, h := range s.http {
-		h.stop(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.stop(ctx)
+		}()
 		delete(s.http, name)
 	}
+	wg.Wait()
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -334,4 +335,96 @@ algorithm = "wrr"
 		return
 	}
 	t.Fatal("no listener metrics for the http listener")
+}
+
+// TestHTTPListenersStopTogether: at shutdown every http listener stops
+// accepting at once, even while another drains a request that outlasts the
+// shutdown timeout.
+func TestHTTPListenersStopTogether(t *testing.T) {
+	dir := t.TempDir()
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held <- struct{}{}
+		<-release
+	})}
+	go hold.Serve(hl)
+	t.Cleanup(func() { close(release); hold.Close() })
+	quick := httpBackend(t, "quick")
+	// Two listeners of each kind, so that a drain goes first in some orders
+	// of the map of listeners and last in others.
+	ports := []string{nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)}
+	text := fmt.Sprintf(`[global]
+admin_socket = %q
+shutdown_timeout = "1s"
+`, filepath.Join(dir, "admin.sock"))
+	for i, p := range ports {
+		pool := "quick"
+		if i%2 == 0 {
+			pool = "hold"
+		}
+		text += fmt.Sprintf(`
+[[listener]]
+name = "l%d"
+bind = %q
+protocol = "http"
+  [[listener.route]]
+  pool = %q
+`, i, p, pool)
+	}
+	text += fmt.Sprintf(`
+[[pool]]
+name = "hold"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+
+[[pool]]
+name = "quick"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, hl.Addr().String(), quick)
+	f := newReloadFixture(t, text)
+
+	// A request held at the backend on each draining listener.
+	for _, i := range []int{0, 2} {
+		go http.Get("http://" + ports[i] + "/")
+		select {
+		case <-held:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the held request did not reach its backend")
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		f.s.Shutdown(ctx)
+		close(done)
+	}()
+	// Well before the shutdown timeout, no listener accepts any more.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for _, p := range ports {
+		for {
+			c, err := net.Dial("tcp", p)
+			if err != nil {
+				break
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still accepts while another listener drains", p)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	<-done
 }
