@@ -358,14 +358,26 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting, lets requests in flight and upgraded
 // connections finish until ctx ends, then closes whatever is left, and the
-// backend connection pools.
-func (s *Server) Shutdown(ctx context.Context) error {
+// backend connection pools. It is how a listener stops.
+func (s *Server) Shutdown(ctx context.Context) error { return s.shutdown(ctx, true) }
+
+// Retire is Shutdown for a server another has taken over from (a reload):
+// requests in flight get until ctx ends, but what outlives it, a WebSocket
+// or an event stream, goes on under its own timeouts (tunnel_timeout,
+// read_timeout) on the old configuration until it ends, as old workers do
+// in HAProxy and nginx.
+func (s *Server) Retire(ctx context.Context) error { return s.shutdown(ctx, false) }
+
+func (s *Server) shutdown(ctx context.Context, closeLeft bool) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	s.watch.shutdown()
 	s.clients.Range(func(k, v any) bool {
 		v.(*fasthttp.HostClient).CloseIdleConnections()
 		return true
 	})
+	if !closeLeft {
+		return err
+	}
 	if err == nil {
 		// fasthttp does not wait for upgraded connections: they get what
 		// is left of ctx.

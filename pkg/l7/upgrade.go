@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -106,26 +107,51 @@ func (p *proxyStage) tunnel(x *exchange) {
 	ctx.Response.Header.SetBytesV("Upgrade", upgrade)
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
 
-	stats := b.Stats(loop)
-	stats.Connections.Add(1)
-	b.Active.Add(1)
+	// The 101 is written from the hijack handler (HijackSetNoResponse):
+	// fasthttp skips a hijack handler after writing the answer of a
+	// request that closes its connection (Connection: close, HTTP/1.0,
+	// a server shutting down), which would leave the backend connection
+	// and its count behind. With no answer to write it always runs it.
+	answer := append([]byte(nil), ctx.Response.Header.Header()...)
+	ctx.HijackSetNoResponse(true)
 	wc := clientConn(ctx.Conn())
-	ctx.Hijack(func(client net.Conn) {
-		// From here on the connection is the tunnel's: the watchdog
-		// leaves it alone. Until here the 101 and any answers before it
-		// went out under the write timeout.
-		if wc != nil {
-			wc.tunnel()
+	// Should the handler never run (the client went away while an
+	// earlier pipelined answer was flushed), the backend connection goes
+	// after the read timeout.
+	var started atomic.Bool
+	orphan := time.AfterFunc(x.st.cfg.ReadTimeout, func() {
+		if !started.Load() {
+			conn.Close()
 		}
-		defer b.Active.Add(-1)
+	})
+	stats := b.Stats(loop)
+	ctx.Hijack(func(client net.Conn) {
+		started.Store(true)
+		orphan.Stop()
 		defer conn.Close()
+		// The answer goes out under the write timeout (the connection is
+		// busy, not yet a tunnel).
+		if _, err := client.Write(answer); err != nil {
+			return
+		}
+		stats.Connections.Add(1)
+		b.Active.Add(1)
+		defer b.Active.Add(-1)
+		if wc != nil {
+			// From here on the tunnel timeout bounds the connection, and a
+			// cut or a shutdown closes both sides.
+			wc.tunnel(conn)
+			// fasthttp's hijacked connection does not close on Close:
+			// the client is closed here, through lbd's connection, so
+			// that the other copy ends and the watchdog forgets it.
+			defer wc.Close()
+		}
 		done := make(chan int64, 1)
 		go func() {
 			n, err := io.Copy(conn, client)
 			if err != nil {
-				// The client's side failed or was closed (the tunnel
-				// timeout): end the backend's side too, which ends the
-				// other copy.
+				// The client's side failed or was closed: end the
+				// backend's side too, which ends the other copy.
 				conn.Close()
 			} else if tc, ok := conn.(*net.TCPConn); ok {
 				// The client is done sending: pass the half-close on.
@@ -136,9 +162,13 @@ func (p *proxyStage) tunnel(x *exchange) {
 		// br holds whatever the backend sent right after its 101.
 		n, _ := io.Copy(client, br)
 		stats.BytesToClient.Add(uint64(n))
-		// The backend closed: end the client's side too, which also ends
-		// the copy above.
-		client.Close()
+		// The backend closed: end the client's side too, which ends the
+		// copy above.
+		if wc != nil {
+			wc.Close()
+		} else {
+			client.Close()
+		}
 		stats.BytesToBackend.Add(uint64(<-done))
 	})
 }

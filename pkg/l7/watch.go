@@ -123,9 +123,11 @@ func (w *watchdog) run() {
 		}
 		done := stop == nil && len(w.conns) == 0
 		w.mu.Unlock()
-		// Not under w.mu: a backendConn's Close forgets itself.
+		// Not under w.mu, since a backendConn's Close forgets itself, and
+		// not here, since a TLS connection's Close may wait to send its
+		// close_notify.
 		for _, c := range stuck {
-			c.Close()
+			go c.Close()
 		}
 		if done {
 			return
@@ -171,8 +173,7 @@ func (w *watchdog) check(c *timed, now int64) (stuck bool) {
 }
 
 // cut fails c's read, or for a write both ways, unless c moved on from s.
-// A tunnel it leaves to the caller to close: both copies of the tunnel end
-// on the client's close (upgrade.go).
+// A tunnel it leaves to the caller to close, both sides at once.
 func (w *watchdog) cut(c *timed, s uint64, now int64) (closeIt bool) {
 	if !c.state.CompareAndSwap(s, uint64(now)<<phBits|phCut) {
 		return false
@@ -181,7 +182,7 @@ func (w *watchdog) cut(c *timed, s uint64, now int64) (closeIt bool) {
 	case phWrite:
 		c.conn.SetDeadline(cutTime)
 	case phTunnel:
-		return true
+		return true // tunnelEnds: both sides
 	default:
 		// The read fails; a 408 fasthttp then answers may still go out.
 		c.conn.SetReadDeadline(cutTime)
@@ -272,9 +273,15 @@ func (w *watchdog) closeAll() {
 		left = append(left, c.conn)
 	}
 	w.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, c := range left {
-		c.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Close()
+		}()
 	}
+	wg.Wait()
 }
 
 // watchListener hands out accepted connections under a watchdog.
@@ -330,9 +337,26 @@ func clientConn(c net.Conn) *serverConn {
 // busy marks the request in the handler: its header and body are in.
 func (c *serverConn) busy() { c.enter(phBusy) }
 
-// tunnel marks the connection upgraded: from here on it is bounded only by
-// the tunnel timeout, which every byte either way starts again.
-func (c *serverConn) tunnel() { c.enter(phTunnel) }
+// tunnel marks the connection upgraded and tunnelled to backend: from here
+// on it is bounded only by the tunnel timeout, which every byte either way
+// starts again, and a cut or closeAll closes both sides.
+func (c *serverConn) tunnel(backend net.Conn) {
+	c.w.mu.Lock()
+	c.timed.conn = tunnelEnds{c.Conn, backend}
+	c.w.mu.Unlock()
+	c.enter(phTunnel)
+}
+
+// tunnelEnds is the client side of a tunnel, closed with its backend side.
+type tunnelEnds struct {
+	net.Conn
+	backend net.Conn
+}
+
+func (t tunnelEnds) Close() error {
+	t.backend.Close()
+	return t.Conn.Close()
+}
 
 func (c *serverConn) Read(p []byte) (int, error) {
 	if ph := c.state.Load() & phMask; ph == phBusy || ph == phWrite {

@@ -333,7 +333,7 @@ func (s *Server) handover(h *httpListener, lc config.Listener, srv *l7.Server, c
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		oldSrv.Shutdown(ctx)
+		oldSrv.Retire(ctx)
 		<-oldGen.done
 	}()
 }
@@ -352,19 +352,29 @@ func (h *httpListener) stop(ctx context.Context) {
 	}
 }
 
-// shutdownHTTP stops every http listener within ctx.
-//
-// They stop side by side, so that one listener's long drain (an event
-// stream, a WebSocket) does not use up the others' time.
-func (s *Server) shutdownHTTPLocked(ctx context.Context) {
+// takeHTTPLocked removes every http listener from s, for stopHTTP.
+func (s *Server) takeHTTPLocked() map[string]*httpListener {
+	hs := s.http
+	s.http = map[string]*httpListener{}
+	return hs
+}
+
+// stopHTTP stops the http listeners hs within ctx, side by side, so that
+// one listener's long drain (an event stream, a WebSocket) does not use up
+// the others' time.
+func stopHTTP(ctx context.Context, hs map[string]*httpListener) {
 	var wg sync.WaitGroup
-	for name, h := range s.http {
+	for _, h := range hs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			h.stop(ctx)
 		}()
-		delete(s.http, name)
 	}
 	wg.Wait()
+}
+
+// shutdownHTTPLocked stops every http listener within ctx.
+func (s *Server) shutdownHTTPLocked(ctx context.Context) {
+	stopHTTP(ctx, s.takeHTTPLocked())
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
@@ -194,4 +195,88 @@ func goroutinesIn(fn string) int {
 		}
 	}
 	return count
+}
+
+// TestHTTPReloadKeepsTunnels: a reload that hands an http listener's socket
+// to a new server lets a WebSocket on the old one go on past
+// shutdown_timeout, as old workers do in HAProxy and nginx; it ends when
+// its ends close (or at tunnel_timeout).
+func TestHTTPReloadKeepsTunnels(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A WebSocket-style echo: answers 101, then echoes bytes.
+	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		io.Copy(c, rw)
+	})}
+	go be.Serve(l)
+	t.Cleanup(func() { be.Close() })
+	bind := nettest.FreePort(t)
+	conf := func(tunnel string) string {
+		return fmt.Sprintf(`[global]
+admin_socket = %q
+shutdown_timeout = "200ms"
+
+[[listener]]
+name = "edge"
+bind = %q
+protocol = "http"
+tunnel_timeout = %q
+  [[listener.route]]
+  pool = "ws"
+
+[[pool]]
+name = "ws"
+algorithm = "wrr"
+  [[pool.backend]]
+  address = %q
+  [pool.health_check]
+  type = "none"
+`, filepath.Join(dir, "admin.sock"), bind, tunnel, l.Addr().String())
+	}
+	f := newReloadFixture(t, conf("1h"))
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatal(resp, err)
+	}
+	echo := func(msg string) {
+		t.Helper()
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q: %q, %v", msg, got, err)
+		}
+	}
+	echo("before")
+	// A changed tunnel_timeout takes a new server on the socket.
+	f.write(conf("2h"))
+	if _, err := f.s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// Past the old server's shutdown_timeout, the tunnel still carries.
+	time.Sleep(600 * time.Millisecond)
+	echo("after")
+	// New connections go to the new server meanwhile.
+	c2, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
 }

@@ -274,9 +274,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down", "active_connections", s.engine.Active())
 	s.mu.Lock()
 	s.stopSideServicesLocked()
-	s.shutdownHTTPLocked(ctx)
+	https := s.takeHTTPLocked()
 	s.mu.Unlock()
+	// The http listeners and the layer-4 engine stop accepting and drain
+	// side by side: a WebSocket held open on one must not use up the
+	// others' time, nor let them go on accepting meanwhile.
+	httpDone := make(chan struct{})
+	go func() {
+		stopHTTP(ctx, https)
+		close(httpDone)
+	}()
 	err := s.engine.Shutdown(ctx)
+	<-httpDone
 	s.mu.Lock()
 	s.closePoolsLocked()
 	s.mu.Unlock()

@@ -1,0 +1,181 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/lbd-lb/lbd/pkg/pool"
+)
+
+// wsDial opens a WebSocket through addr, with conn as its Connection header.
+func wsDial(t *testing.T, addr, conn string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: "+conn+"\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, br, resp
+}
+
+// wsAcceptOnly answers the upgrade and then runs then on the hijacked
+// backend connection.
+func wsAcceptOnly(then func(c net.Conn)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Accept: " + wsAccept(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n")
+		rw.Flush()
+		then(c)
+	}
+}
+
+// released waits until the tunnel to p's backend is released and no client
+// connection is left under s's watchdog.
+func released(t *testing.T, s *Server, p *pool.Pool, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		s.watch.mu.Lock()
+		clients := 0
+		for c := range s.watch.conns {
+			if c.client {
+				clients++
+			}
+		}
+		s.watch.mu.Unlock()
+		active := p.Backends()[0].Active.Load()
+		if active == 0 && clients == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %d tunnels active, %d client connections watched", within, active, clients)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTunnelBackendCloses: a backend that drops the connection after its
+// 101 ends the tunnel at once: the client sees the close, and nothing is
+// left behind. (fasthttp's hijacked connection does not close on Close.)
+func TestTunnelBackendCloses(t *testing.T) {
+	b := newBackend(t, wsAcceptOnly(func(net.Conn) {}))
+	p := testPool(t, "wrr", b.addr)
+	s, addr := startServer(t, Config{Routes: simpleRoutes(p)})
+	c, br, resp := wsDial(t, addr, "Upgrade")
+	if resp.StatusCode != 101 {
+		t.Fatal(resp.Status)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("client read %v, want the close", err)
+	}
+	released(t, s, p, 5*time.Second)
+}
+
+// TestTunnelStuckBackend: a backend that stops reading while the client
+// fills the tunnel, and one that ignores the client's half-close, are both
+// released at the tunnel timeout: the cut closes both sides.
+func TestTunnelStuckBackend(t *testing.T) {
+	tunnel := 300 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		client func(c net.Conn)
+	}{
+		{"backend not reading", func(c net.Conn) {
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}},
+		{"client half-closed", func(c net.Conn) { c.(*net.TCPConn).CloseWrite() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			defer close(hold)
+			b := newBackend(t, wsAcceptOnly(func(net.Conn) { <-hold }))
+			p := testPool(t, "wrr", b.addr)
+			s, addr := startServer(t, Config{Routes: simpleRoutes(p), TunnelTimeout: tunnel})
+			c, _, resp := wsDial(t, addr, "Upgrade")
+			if resp.StatusCode != 101 {
+				t.Fatal(resp.Status)
+			}
+			tc.client(c)
+			released(t, s, p, tunnel+3*time.Second)
+		})
+	}
+}
+
+// TestUpgradeConnectionClose: an upgrade that also asks to close the
+// connection is still tunnelled, and released when the client leaves.
+func TestUpgradeConnectionClose(t *testing.T) {
+	b := newBackend(t, wsEchoHandler)
+	p := testPool(t, "wrr", b.addr)
+	s, addr := startServer(t, Config{Routes: simpleRoutes(p)})
+	c, br, resp := wsDial(t, addr, "Upgrade, close")
+	if resp.StatusCode != 101 {
+		t.Fatal(resp.Status)
+	}
+	c.Write(wsFrame("hi"))
+	var hdr [2]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		t.Fatalf("no echo: %v", err)
+	}
+	c.Close()
+	released(t, s, p, 5*time.Second)
+}
+
+// TestUpgradeDuringShutdown: a 101 that comes back while the server shuts
+// down still hands the connection over, and Shutdown closes it at the end
+// of its time: nothing is left counted.
+func TestUpgradeDuringShutdown(t *testing.T) {
+	arrived := make(chan struct{})
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		time.Sleep(200 * time.Millisecond)
+		wsEchoHandler(w, r)
+	})
+	p := testPool(t, "wrr", b.addr)
+	s, err := New(Config{Routes: simpleRoutes(p)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	res := make(chan *http.Response, 1)
+	go func() {
+		_, _, resp := wsDial(t, ln.Addr().String(), "Upgrade")
+		res <- resp
+	}()
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	if resp := <-res; resp.StatusCode != 101 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	released(t, s, p, 5*time.Second)
+}
