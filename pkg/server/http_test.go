@@ -337,9 +337,9 @@ algorithm = "wrr"
 	t.Fatal("no listener metrics for the http listener")
 }
 
-// TestHTTPListenersStopTogether: at shutdown every http listener stops
-// accepting at once, even while another drains a request that outlasts the
-// shutdown timeout.
+// TestHTTPListenersStopTogether: at shutdown every http listener, and the
+// layer-4 listeners, stop accepting at once, even while an http listener
+// drains a request that outlasts the shutdown timeout.
 func TestHTTPListenersStopTogether(t *testing.T) {
 	dir := t.TempDir()
 	release := make(chan struct{})
@@ -376,6 +376,15 @@ protocol = "http"
   pool = %q
 `, i, p, pool)
 	}
+	// And a layer-4 listener, which must stop accepting at once too.
+	tcpPort := nettest.FreePort(t)
+	text += fmt.Sprintf(`
+[[listener]]
+name = "tcp"
+bind = %q
+protocol = "tcp"
+pool = "quick"
+`, tcpPort)
 	text += fmt.Sprintf(`
 [[pool]]
 name = "hold"
@@ -413,7 +422,7 @@ algorithm = "wrr"
 	}()
 	// Well before the shutdown timeout, no listener accepts any more.
 	deadline := time.Now().Add(500 * time.Millisecond)
-	for _, p := range ports {
+	for _, p := range append(ports, tcpPort) {
 		for {
 			c, err := net.Dial("tcp", p)
 			if err != nil {
