@@ -71,6 +71,12 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	defer putExchange(x)
 	*x = exchange{ctx: ctx, st: st, peer: peerOf(ctx)}
 	st.chain.serve(x)
+	if s.stopping.Load() && !ctx.Hijacked() {
+		// The server is on its way out: no next request on this
+		// connection (fasthttp itself says so only until Shutdown's
+		// time is up).
+		ctx.SetConnectionClose()
+	}
 	took := monotonic() - start
 	if x.route != nil {
 		x.route.stats.observe(ctx.Response.StatusCode(), took)

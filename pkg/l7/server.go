@@ -147,6 +147,10 @@ type Server struct {
 	// rejectedBase counts the connections refused at MaxConnections by
 	// the servers this one succeeded.
 	rejectedBase atomic.Uint64
+
+	// stopping is set by Shutdown and Retire: every answer from then on
+	// closes its connection, so that none goes on under this server.
+	stopping atomic.Bool
 }
 
 // state is everything a reload replaces at once.
@@ -365,10 +369,15 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.shutdown(ctx, tr
 // requests in flight get until ctx ends, but what outlives it, a WebSocket
 // or an event stream, goes on under its own timeouts (tunnel_timeout,
 // read_timeout) on the old configuration until it ends, as old workers do
-// in HAProxy and nginx.
+// in HAProxy and nginx. A request that outlives ctx is answered with
+// Connection: close. Shutdown may follow, to close what is left.
 func (s *Server) Retire(ctx context.Context) error { return s.shutdown(ctx, false) }
 
+// Wait waits until no client connection is left, or ctx ends.
+func (s *Server) Wait(ctx context.Context) error { return s.watch.waitClients(ctx) }
+
 func (s *Server) shutdown(ctx context.Context, closeLeft bool) error {
+	s.stopping.Store(true)
 	err := s.srv.ShutdownWithContext(ctx)
 	s.watch.shutdown()
 	s.clients.Range(func(k, v any) bool {

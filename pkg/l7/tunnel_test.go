@@ -179,3 +179,50 @@ func TestUpgradeDuringShutdown(t *testing.T) {
 	}
 	released(t, s, p, 5*time.Second)
 }
+
+// TestRetireClosesKeepAlive: a request still in flight when Retire's time
+// is up is answered with Connection: close, so no further request on that
+// connection runs under the retired server's configuration.
+func TestRetireClosesKeepAlive(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			time.Sleep(400 * time.Millisecond)
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	})
+	s, err := New(Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	s.Retire(ctx)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatal(resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if !resp.Close {
+		t.Error("the answer after Retire keeps the connection open")
+	}
+	io.WriteString(c, "GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatalf("the retired server answered another request: %d", resp.StatusCode)
+	}
+}

@@ -118,17 +118,19 @@ func (p *proxyStage) tunnel(x *exchange) {
 	// Should the handler never run (the client went away while an
 	// earlier pipelined answer was flushed), the backend connection goes
 	// after the read timeout.
-	var started atomic.Bool
+	var claimed atomic.Bool // by the handler, or by the timer
 	orphan := time.AfterFunc(x.st.cfg.ReadTimeout, func() {
-		if !started.Load() {
+		if claimed.CompareAndSwap(false, true) {
 			conn.Close()
 		}
 	})
 	stats := b.Stats(loop)
 	ctx.Hijack(func(client net.Conn) {
-		started.Store(true)
 		orphan.Stop()
 		defer conn.Close()
+		if !claimed.CompareAndSwap(false, true) {
+			return // too late: the backend connection is gone
+		}
 		// The answer goes out under the write timeout (the connection is
 		// busy, not yet a tunnel).
 		if _, err := client.Write(answer); err != nil {

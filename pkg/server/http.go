@@ -330,12 +330,46 @@ func (s *Server) handover(h *httpListener, lc config.Listener, srv *l7.Server, c
 	h.gen = s.serve(h, lc, srv, cert)
 	oldGen.tap.Close()
 	srv.Inherit(oldSrv)
+	// s.mu is held (apply).
+	s.retiring.Add(1)
+	s.retired[oldSrv] = struct{}{}
 	go func() {
+		defer s.retiring.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
 		oldSrv.Retire(ctx)
+		cancel()
 		<-oldGen.done
+		// Its long-lived connections go on until they end; then whatever
+		// it still holds (backend connections released since) is closed.
+		oldSrv.Wait(context.Background())
+		s.mu.Lock()
+		delete(s.retired, oldSrv)
+		s.mu.Unlock()
+		done, stop := context.WithCancel(context.Background())
+		stop()
+		oldSrv.Shutdown(done)
 	}()
+}
+
+// stopRetired shuts down, within ctx, the servers reloads have retired that
+// still serve long-lived connections, and waits for their handovers.
+func (s *Server) stopRetired(ctx context.Context) {
+	s.mu.Lock()
+	olds := make([]*l7.Server, 0, len(s.retired))
+	for srv := range s.retired {
+		olds = append(olds, srv)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, srv := range olds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	s.retiring.Wait()
 }
 
 // addr is the bound address.

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -197,11 +198,10 @@ func goroutinesIn(fn string) int {
 	return count
 }
 
-// TestHTTPReloadKeepsTunnels: a reload that hands an http listener's socket
-// to a new server lets a WebSocket on the old one go on past
-// shutdown_timeout, as old workers do in HAProxy and nginx; it ends when
-// its ends close (or at tunnel_timeout).
-func TestHTTPReloadKeepsTunnels(t *testing.T) {
+// reloadedTunnel opens a WebSocket-style tunnel through an http listener,
+// checks that it echoes, then reloads with a change that hands the socket
+// to a new server and waits past the old one's shutdown_timeout.
+func reloadedTunnel(t *testing.T) (*reloadFixture, net.Conn, *bufio.Reader) {
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -248,7 +248,7 @@ algorithm = "wrr"
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -270,7 +270,7 @@ algorithm = "wrr"
 	if _, err := f.s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	// Past the old server's shutdown_timeout, the tunnel still carries.
+	// Past the old server's shutdown_timeout.
 	time.Sleep(600 * time.Millisecond)
 	echo("after")
 	// New connections go to the new server meanwhile.
@@ -279,4 +279,32 @@ algorithm = "wrr"
 		t.Fatal(err)
 	}
 	c2.Close()
+	return f, c, br
+}
+
+// TestHTTPReloadKeepsTunnels: a reload that hands an http listener's socket
+// to a new server lets a WebSocket on the old one go on past
+// shutdown_timeout, as old workers do in HAProxy and nginx; it ends when
+// its ends close (or at tunnel_timeout).
+func TestHTTPReloadKeepsTunnels(t *testing.T) {
+	_, c, br := reloadedTunnel(t)
+	io.WriteString(c, "still")
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "still" {
+		t.Fatalf("%q, %v", got, err)
+	}
+}
+
+// TestShutdownClosesRetiredTunnels: a WebSocket a reload left on the old
+// server is closed by Shutdown like any other connection.
+func TestShutdownClosesRetiredTunnels(t *testing.T) {
+	f, c, br := reloadedTunnel(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	f.s.Shutdown(ctx)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "x")
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("the retired tunnel still echoes after Shutdown")
+	}
 }

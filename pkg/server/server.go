@@ -34,11 +34,15 @@ type Server struct {
 	// reloadMu serialises reloads and state-file writes.
 	reloadMu sync.Mutex
 
-	mu         sync.Mutex
-	cfg        *config.Config
-	pools      map[string]*pool.Pool
-	listeners  map[string]*l4.Listener // tcp and udp, by listener name
-	http       map[string]*httpListener
+	mu        sync.Mutex
+	cfg       *config.Config
+	pools     map[string]*pool.Pool
+	listeners map[string]*l4.Listener // tcp and udp, by listener name
+	http      map[string]*httpListener
+	// retired are the http servers reloads replaced that still serve
+	// long-lived connections; retiring counts their handovers.
+	retired    map[*l7.Server]struct{}
+	retiring   sync.WaitGroup
 	started    time.Time
 	lastReload *admin.Reload
 	metrics    *metrics.Server
@@ -81,7 +85,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: opts.Logger, logLevel: opts.LogLevel, load: opts.Load, engine: engine, cfg: cfg,
-		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, http: map[string]*httpListener{},
+		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, http: map[string]*httpListener{}, retired: map[*l7.Server]struct{}{},
 		metricsReg: &metrics.ReloadCounters{}}
 	pools, err := s.buildPools(cfg, nil)
 	if err != nil {
@@ -282,6 +286,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	httpDone := make(chan struct{})
 	go func() {
 		stopHTTP(ctx, https)
+		s.stopRetired(ctx)
 		close(httpDone)
 	}()
 	err := s.engine.Shutdown(ctx)
@@ -308,6 +313,11 @@ func (s *Server) stopLocked() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s.shutdownHTTPLocked(ctx)
+	// Retired servers close their connections; their handovers end on
+	// their own once s.mu is free.
+	for srv := range s.retired {
+		srv.Shutdown(ctx)
+	}
 	s.engine.Close()
 	s.closePoolsLocked()
 }
