@@ -108,6 +108,20 @@ func simpleRoutes(p *pool.Pool) []Route {
 // address.
 func startServer(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
+	s, addr, done := serveUnmanaged(t, cfg)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-done
+	})
+	return s, addr
+}
+
+// serveUnmanaged runs a Server for cfg on 127.0.0.1:0 whose Shutdown or
+// Retire is the test's business; done receives what Serve returns.
+func serveUnmanaged(t testing.TB, cfg Config) (*Server, string, <-chan error) {
+	t.Helper()
 	s, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -118,13 +132,20 @@ func startServer(t testing.TB, cfg Config) (*Server, string) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-done
-	})
-	return s, ln.Addr().String()
+	return s, ln.Addr().String(), done
+}
+
+// getEventStream asks addr for an event stream.
+func getEventStream(t testing.TB, addr string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
 
 // rawExchange writes req on a fresh connection and reads one response.

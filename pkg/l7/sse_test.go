@@ -29,13 +29,7 @@ func TestServerSentEvents(t *testing.T) {
 	})
 	p := testPool(t, "wrr", b.addr)
 	_, addr := startServer(t, Config{Name: "edge", Routes: simpleRoutes(p)})
-	req, _ := http.NewRequest("GET", "http://"+addr+"/events", nil)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getEventStream(t, addr)
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
 	}
@@ -77,13 +71,7 @@ func TestLongEventStream(t *testing.T) {
 	})
 	defer close(silent)
 	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr)), ReadTimeout: read})
-	req, _ := http.NewRequest("GET", "http://"+addr+"/events", nil)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getEventStream(t, addr)
 	start := time.Now()
 	sc := bufio.NewScanner(resp.Body)
 	var got []string

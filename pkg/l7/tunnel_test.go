@@ -156,18 +156,10 @@ func TestUpgradeDuringShutdown(t *testing.T) {
 		wsEchoHandler(w, r)
 	})
 	p := testPool(t, "wrr", b.addr)
-	s, err := New(Config{Routes: simpleRoutes(p)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
+	s, addr, _ := serveUnmanaged(t, Config{Routes: simpleRoutes(p)})
 	res := make(chan *http.Response, 1)
 	go func() {
-		_, _, resp := wsDial(t, ln.Addr().String(), "Upgrade")
+		_, _, resp := wsDial(t, addr, "Upgrade")
 		res <- resp
 	}()
 	<-arrived
@@ -192,16 +184,8 @@ func TestRetireClosesKeepAlive(t *testing.T) {
 		}
 		io.WriteString(w, "ok "+r.URL.Path)
 	})
-	s, err := New(Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr))}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	c, err := net.Dial("tcp", ln.Addr().String())
+	s, addr, _ := serveUnmanaged(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr))})
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -242,18 +242,9 @@ func TestTunnelOutlivesTimeouts(t *testing.T) {
 	b := newBackend(t, wsEchoHandler)
 	header, idle := 50*time.Millisecond, 100*time.Millisecond
 	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr)), HeaderTimeout: header, IdleTimeout: idle, WriteTimeout: idle})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatal(resp, err)
+	c, br, resp := wsDial(t, addr, "Upgrade")
+	if resp.StatusCode != 101 {
+		t.Fatal(resp.Status)
 	}
 	for _, msg := range []string{"one", "two"} {
 		// Silent for longer than every timeout.
@@ -322,18 +313,9 @@ func TestTunnelTimeout(t *testing.T) {
 	p := testPool(t, "wrr", b.addr)
 	tunnel := 400 * time.Millisecond
 	_, addr := startServer(t, Config{Routes: simpleRoutes(p), TunnelTimeout: tunnel})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatal(resp, err)
+	c, br, resp := wsDial(t, addr, "Upgrade")
+	if resp.StatusCode != 101 {
+		t.Fatal(resp.Status)
 	}
 	// Traffic every quarter of the timeout, for twice the timeout.
 	for i := range 8 {
@@ -448,24 +430,9 @@ func TestShutdownClosesWhatIsLeft(t *testing.T) {
 			}
 		}
 	})
-	s, err := New(Config{Routes: simpleRoutes(testPool(t, "wrr", events.addr))}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	addr := ln.Addr().String()
+	s, addr, _ := serveUnmanaged(t, Config{Routes: simpleRoutes(testPool(t, "wrr", events.addr))})
 
-	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := (&http.Client{}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getEventStream(t, addr)
 	ws, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -360,15 +360,7 @@ func (s *Server) stopRetired(ctx context.Context) {
 		olds = append(olds, srv)
 	}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, srv := range olds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			srv.Shutdown(ctx)
-		}()
-	}
-	wg.Wait()
+	atOnce(olds, func(srv *l7.Server) { srv.Shutdown(ctx) })
 	s.retiring.Wait()
 }
 
@@ -397,12 +389,21 @@ func (s *Server) takeHTTPLocked() map[string]*httpListener {
 // one listener's long drain (an event stream, a WebSocket) does not use up
 // the others' time.
 func stopHTTP(ctx context.Context, hs map[string]*httpListener) {
-	var wg sync.WaitGroup
+	list := make([]*httpListener, 0, len(hs))
 	for _, h := range hs {
+		list = append(list, h)
+	}
+	atOnce(list, func(h *httpListener) { h.stop(ctx) })
+}
+
+// atOnce runs f on every item side by side and waits for them all.
+func atOnce[T any](items []T, f func(T)) {
+	var wg sync.WaitGroup
+	for _, it := range items {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.stop(ctx)
+			f(it)
 		}()
 	}
 	wg.Wait()
