@@ -196,16 +196,20 @@ cleanup() {
 
 listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
-# wait_listen PORT PID SECONDS: wait until PORT listens; fail early if PID dies.
-wait_listen() {
-	local port=$1 pid=$2 i
-	for ((i = 0; i < $3 * 20; i++)); do
-		listening "$port" && return 0
+# wait_for CHECK PORT PID SECONDS: wait until `CHECK PORT` holds; fail early
+# if PID dies.
+wait_for() {
+	local check=$1 port=$2 pid=$3 i
+	for ((i = 0; i < $4 * 20; i++)); do
+		"$check" "$port" && return 0
 		alive "$pid" || return 1
 		sleep 0.05
 	done
 	return 1
 }
+
+# wait_listen PORT PID SECONDS: wait until PORT listens; fail early if PID dies.
+wait_listen() { wait_for listening "$@"; }
 
 add_val() { VAL[$1|$2]="${VAL[$1|$2]:-}${VAL[$1|$2]:+ }$3"; }
 

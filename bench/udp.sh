@@ -184,24 +184,15 @@ front_port() {
 }
 
 udp_bound() { [[ -n $(ss -Huln "sport = :$1" 2>/dev/null) ]]; }
-tcp_listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
 # wait_udp PORT PID SECONDS: wait until a UDP socket is bound to PORT; fail
 # early if PID dies.
-wait_udp() {
-	local port=$1 pid=$2 i
-	for ((i = 0; i < $3 * 20; i++)); do
-		udp_bound "$port" && return 0
-		alive "$pid" || return 1
-		sleep 0.05
-	done
-	return 1
-}
+wait_udp() { wait_for udp_bound "$@"; }
 
 check_ports_free() {
 	local p s busy=()
 	udp_bound "$B_DNS" && busy+=("udp/$B_DNS")
-	tcp_listening "$B_DNS" && busy+=("tcp/$B_DNS") # dnsmasq listens on tcp too
+	listening "$B_DNS" && busy+=("tcp/$B_DNS") # dnsmasq listens on tcp too
 	for s in "${SYS_LIST[@]}"; do
 		[[ $s == direct ]] && continue
 		p=$(front_port "$s")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,8 +59,11 @@ type backendConn struct {
 	w   *watchdog // nil: no timeouts
 	raw syscall.RawConn
 
-	mu   sync.Mutex // guards held against a Close from another goroutine
-	held *[]byte    // written, not yet sent; nil when empty
+	// held is what was written and not yet sent; nil when empty. Only
+	// the owner sets it; a Close from another goroutine may drop it
+	// (leaving the buffer to the GC rather than to heldBufs, which the
+	// owner could still be appending to).
+	held atomic.Pointer[[]byte]
 
 	lastRead int64 // approxNow: when a read last returned data
 	cut      bool  // cut by the watchdog after its last answer came in
@@ -108,20 +112,17 @@ func (c *backendConn) Write(b []byte) (int, error) {
 	if c.raw == nil {
 		return c.write(b, phBusy)
 	}
-	c.mu.Lock()
-	h := c.held
+	h := c.held.Load()
 	if h == nil && len(b) <= maxHeld {
 		h = heldBufs.Get().(*[]byte)
-		c.held = h
+		c.held.Store(h)
 	}
 	if h != nil && len(*h)+len(b) <= maxHeld {
 		*h = append(*h, b...)
-		c.mu.Unlock()
 		return len(b), nil
 	}
 	// Too much to hold: what is held goes first, then b, the usual way.
-	c.held = nil
-	c.mu.Unlock()
+	c.held.Store(nil)
 	if h != nil {
 		_, err := c.write(*h, phBusy)
 		release(h)
@@ -146,13 +147,11 @@ func (c *backendConn) Read(p []byte) (int, error) {
 
 // fusedRead sends what is held, if anything, and reads.
 func (c *backendConn) fusedRead(p []byte) (int, error) {
-	c.mu.Lock()
-	h := c.held
-	c.held = nil
-	c.mu.Unlock()
+	h := c.held.Load()
 	if h == nil || len(p) == 0 {
 		return c.read(p)
 	}
+	c.held.Store(nil)
 	defer release(h)
 	if approxNow.Load()-c.lastRead > int64(fuseWindow) {
 		// Idle for a while: it may hold a FIN the fused wait would miss.
@@ -247,13 +246,7 @@ func (c *backendConn) opError(op string, err error) error {
 // Close drops what is held: a request not yet sent is abandoned with its
 // connection.
 func (c *backendConn) Close() error {
-	c.mu.Lock()
-	h := c.held
-	c.held = nil
-	c.mu.Unlock()
-	if h != nil {
-		release(h)
-	}
+	c.held.Store(nil)
 	if c.w != nil {
 		c.w.forget(&c.timed)
 	}

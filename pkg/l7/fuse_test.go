@@ -79,7 +79,7 @@ func TestBackendConnExchange(t *testing.T) {
 			t.Fatalf("exchange %d: answer of %d bytes ends %q", i, len(got), got[len(got)-1])
 		}
 	}
-	if c.held != nil {
+	if c.held.Load() != nil {
 		t.Fatal("a buffer is held between exchanges")
 	}
 }
@@ -250,7 +250,7 @@ func TestBackendConnHot(t *testing.T) {
 	buf := make([]byte, 64)
 	for i := range 3 {
 		c.Write([]byte("ping"))
-		if c.held == nil {
+		if c.held.Load() == nil {
 			t.Fatalf("exchange %d: the request was not held", i)
 		}
 		if n, err := c.Read(buf); err != nil || string(buf[:n]) != "ping" {

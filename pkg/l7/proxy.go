@@ -172,17 +172,11 @@ func (p *proxyStage) serve(x *exchange) {
 		attempts += x.st.cfg.Retries
 	}
 	streaming := wantsEventStream(req.Header.Peek("Accept"))
-	tried := &x.tried
-	for attempt := 0; attempt < attempts && tried.Len() < balancer.MaxTried; attempt++ {
-		slot := sharedSlots.acquire()
-		loop := x.st.cfg.LoopBase + slot
-		i := snap.Balancer.Pick(key, loop, tried)
-		sharedSlots.release(slot)
-		if i < 0 {
+	for attempt := 0; attempt < attempts && x.tried.Len() < balancer.MaxTried; attempt++ {
+		b, loop := x.pick(snap, key)
+		if b == nil {
 			break
 		}
-		tried.Add(i)
-		b := snap.Backends[i]
 		hc := p.s.client(b, x.st)
 		stats := b.Stats(loop)
 
@@ -221,6 +215,21 @@ func (p *proxyStage) serve(x *exchange) {
 	r.stats.backendErrors.Add(1)
 	resp.Reset()
 	ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+}
+
+// pick picks a backend of snap not tried yet for the request, under a
+// picker slot, and notes it tried; nil when there is none. loop is the
+// slot's loop index, for the backend's per-loop stats.
+func (x *exchange) pick(snap *pool.Snapshot, key uint64) (b *pool.Backend, loop int) {
+	slot := sharedSlots.acquire()
+	loop = x.st.cfg.LoopBase + slot
+	i := snap.Balancer.Pick(key, loop, &x.tried)
+	sharedSlots.release(slot)
+	if i < 0 {
+		return nil, loop
+	}
+	x.tried.Add(i)
+	return snap.Backends[i], loop
 }
 
 // prepareRequest strips hop-by-hop headers and sets X-Forwarded-*.

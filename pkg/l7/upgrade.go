@@ -42,20 +42,13 @@ func (p *proxyStage) tunnel(x *exchange) {
 		return
 	}
 	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
-	var tried balancer.Tried
 	var conn net.Conn
 	var b *pool.Backend
 	var loop int
-	for attempt := 0; attempt <= x.st.cfg.Retries && tried.Len() < balancer.MaxTried; attempt++ {
-		slot := sharedSlots.acquire()
-		loop = x.st.cfg.LoopBase + slot
-		i := snap.Balancer.Pick(key, loop, &tried)
-		sharedSlots.release(slot)
-		if i < 0 {
+	for attempt := 0; attempt <= x.st.cfg.Retries && x.tried.Len() < balancer.MaxTried; attempt++ {
+		if b, loop = x.pick(snap, key); b == nil {
 			break
 		}
-		tried.Add(i)
-		b = snap.Backends[i]
 		c, err := net.DialTimeout("tcp", b.Addr.String(), x.st.cfg.ConnectTimeout)
 		if err != nil {
 			b.Stats(loop).ConnectErrors.Add(1)

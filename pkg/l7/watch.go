@@ -365,14 +365,23 @@ func (c *serverConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		switch c.state.Load() & phMask {
+		switch s := c.state.Load(); s & phMask {
 		case phIdle:
 			c.enter(phHeader)
 		case phTunnel:
-			c.enter(phTunnel)
+			c.tunnelActive(s)
 		}
 	}
 	return n, err
+}
+
+// tunnelActive starts a tunnel's timeout again on bytes either way: only
+// once the watchdog has started its clock (state s carries a time), so
+// that a busy tunnel stores nothing per read or write.
+func (c *serverConn) tunnelActive(s uint64) {
+	if s != phTunnel {
+		c.enter(phTunnel)
+	}
 }
 
 func (c *serverConn) Write(b []byte) (int, error) {
@@ -386,7 +395,7 @@ func (c *serverConn) Write(b []byte) (int, error) {
 		// Written to by one copy of the tunnel while the other reads.
 		n, err := c.Conn.Write(b)
 		if n > 0 {
-			c.enter(phTunnel)
+			c.tunnelActive(c.state.Load())
 		}
 		return n, err
 	}
