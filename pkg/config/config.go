@@ -97,8 +97,10 @@ type Listener struct {
 	// or without AcceptProxyProtocol. A bare address in the file becomes a
 	// single-address prefix; host bits are masked off.
 	TrustedProxies []netip.Prefix
-	// MaxConnections caps the listener's open connections; 0 (the default)
-	// is unlimited.
+	// MaxConnections caps the listener's open connections; 0 is
+	// unlimited. Default 0 on tcp and udp listeners and
+	// DefaultHTTPMaxConnections on http listeners, where each connection
+	// holds buffers.
 	MaxConnections int
 	// ConnectTimeout bounds each connect to a backend. Default 3s.
 	ConnectTimeout time.Duration
@@ -139,6 +141,20 @@ type Listener struct {
 	// it), 1024..1048576, default 8192; MaxBodyBytes its body (413 past it),
 	// 1..268435456, default 4194304. http listeners only; zero elsewhere.
 	MaxHeaderBytes, MaxBodyBytes int
+	// PathNormalization is how an http listener normalises request paths
+	// before it routes and forwards them: PathStrict (the default),
+	// PathMergeSlashes or PathOff. "" on other listeners.
+	PathNormalization string
+	// StripHeaders are more headers an http listener removes from the
+	// requests of peers outside TrustedProxies, in canonical form; lbd
+	// always removes X-Real-IP, True-Client-IP, X-Original-URL,
+	// X-Rewrite-URL, Forwarded and the X-Forwarded-* headers it does not
+	// set itself.
+	StripHeaders []string
+	// SourcePrefixV6 is the prefix length, 1..128, by which IPv6 clients
+	// share a client_ip rate-limit bucket on an http listener; default
+	// 64. 0 on other listeners.
+	SourcePrefixV6 int
 	// Routes are an http listener's [[listener.route]] blocks, in file
 	// order, which is the order of matching; never empty on an http
 	// listener, always empty on the others.

@@ -40,9 +40,27 @@ const (
 	defaultTunnelTimeout  = "1h"
 	defaultMaxHeaderBytes = 8192
 	defaultMaxBodyBytes   = 4 << 20
-	// The whole body is held in memory while it goes to the backend.
+	// Bodies are streamed, but a larger limit is a mistake more likely
+	// than a need.
 	maxMaxBodyBytes = 256 << 20
+	// DefaultHTTPMaxConnections is the max_connections of an http listener
+	// that sets none: each connection holds read and write buffers
+	// (max_header_bytes and 4 KiB), so the cap bounds their memory, at
+	// about 120 MiB with the default header limit.
+	DefaultHTTPMaxConnections = 10000
+	defaultSourcePrefixV6     = 64
 )
+
+// The values of path_normalization.
+const (
+	PathStrict       = "strict"
+	PathMergeSlashes = "merge_slashes"
+	PathOff          = "off"
+)
+
+// maxRouteHeaderNames bounds the distinct header names the routes of one
+// http listener match on (pkg/l7 refuses more).
+const maxRouteHeaderNames = 64
 
 // Route is one [[listener.route]] of an http listener. Routes are tried in
 // file order and the first that matches wins.
@@ -317,6 +335,9 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 	onlyHTTP("tunnel_timeout", r.TunnelTimeout.Set)
 	onlyHTTP("max_header_bytes", r.MaxHeaderBytes.Set)
 	onlyHTTP("max_body_bytes", r.MaxBodyBytes.Set)
+	onlyHTTP("path_normalization", r.PathNormalization.Set)
+	onlyHTTP("strip_headers", r.StripHeaders.Set)
+	onlyHTTP("source_prefix_v6", r.SourcePrefixV6.Set)
 	for j := range r.Route {
 		if !isHTTP {
 			v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] applies to http listeners only", s.what)
@@ -350,6 +371,23 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 	l.TunnelTimeout = s.duration("tunnel_timeout", r.TunnelTimeout, defaultTunnelTimeout, false)
 	l.MaxHeaderBytes = s.integer("max_header_bytes", r.MaxHeaderBytes, defaultMaxHeaderBytes, 1024, 1<<20)
 	l.MaxBodyBytes = s.integer("max_body_bytes", r.MaxBodyBytes, defaultMaxBodyBytes, 1, maxMaxBodyBytes)
+	l.PathNormalization = s.oneOf("path_normalization", r.PathNormalization, PathStrict, PathStrict, PathMergeSlashes, PathOff)
+	l.SourcePrefixV6 = s.integer("source_prefix_v6", r.SourcePrefixV6, defaultSourcePrefixV6, 1, 128)
+	if r.StripHeaders.Set && s.typeOK("strip_headers", "an array of strings", r.StripHeaders.Bad) {
+		for _, name := range r.StripHeaders.Val {
+			canon := textproto.CanonicalMIMEHeaderKey(name)
+			switch {
+			case !isToken(name):
+				s.errorf("strip_headers", "strip_headers: %q is not a valid header name", name)
+			case slices.Contains(headersNeverForwarded, canon) || strings.HasPrefix(canon, "X-Forwarded-"):
+				s.errorf("strip_headers", "strip_headers: %s cannot be listed: lbd handles it itself", canon)
+			case slices.Contains(l.StripHeaders, canon):
+				s.errorf("strip_headers", "strip_headers: %s is listed twice", canon)
+			default:
+				l.StripHeaders = append(l.StripHeaders, canon)
+			}
+		}
+	}
 
 	if r.Pool.Set {
 		s.errorf("pool", "pool does not apply to http listeners: each [[listener.route]] names its pool")
@@ -360,8 +398,16 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 	if len(r.Route) == 0 {
 		s.errorf("", "no routes: an http listener needs at least one [[listener.route]]")
 	}
+	names := map[string]bool{}
 	for j := range r.Route {
-		l.Routes = append(l.Routes, v.route(s, j, &r.Route[j], pools, auths))
+		rt := v.route(s, j, &r.Route[j], pools, auths)
+		for h := range rt.Headers {
+			names[textproto.CanonicalMIMEHeaderKey(h)] = true
+		}
+		l.Routes = append(l.Routes, rt)
+	}
+	if len(names) > maxRouteHeaderNames {
+		s.errorf("", "the routes match on %d header names, more than %d", len(names), maxRouteHeaderNames)
 	}
 }
 

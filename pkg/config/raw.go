@@ -53,16 +53,19 @@ type rawListener struct {
 	UDPReuseSockets rawBool `toml:"udp_reuse_sockets"`
 
 	// http only; validated when httpEnabled, else "not implemented yet".
-	TLSCertFile    rawString  `toml:"tls_cert_file"`
-	TLSKeyFile     rawString  `toml:"tls_key_file"`
-	AccessLog      rawBool    `toml:"access_log"`
-	HeaderTimeout  rawString  `toml:"header_timeout"`
-	ReadTimeout    rawString  `toml:"read_timeout"`
-	WriteTimeout   rawString  `toml:"write_timeout"`
-	TunnelTimeout  rawString  `toml:"tunnel_timeout"`
-	MaxHeaderBytes rawInt     `toml:"max_header_bytes"`
-	MaxBodyBytes   rawInt     `toml:"max_body_bytes"`
-	Route          []rawRoute `toml:"route"`
+	TLSCertFile       rawString  `toml:"tls_cert_file"`
+	TLSKeyFile        rawString  `toml:"tls_key_file"`
+	AccessLog         rawBool    `toml:"access_log"`
+	HeaderTimeout     rawString  `toml:"header_timeout"`
+	ReadTimeout       rawString  `toml:"read_timeout"`
+	WriteTimeout      rawString  `toml:"write_timeout"`
+	TunnelTimeout     rawString  `toml:"tunnel_timeout"`
+	MaxHeaderBytes    rawInt     `toml:"max_header_bytes"`
+	MaxBodyBytes      rawInt     `toml:"max_body_bytes"`
+	PathNormalization rawString  `toml:"path_normalization"`
+	StripHeaders      rawStrings `toml:"strip_headers"`
+	SourcePrefixV6    rawInt     `toml:"source_prefix_v6"`
+	Route             []rawRoute `toml:"route"`
 }
 
 // rawRoute is a [[listener.route]] of an http listener (see httpEnabled).

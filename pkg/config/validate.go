@@ -392,7 +392,11 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 	if httpEnabled {
 		v.httpListener(s, r, &l, pools, auths)
 	}
-	l.MaxConnections = s.integer("max_connections", r.MaxConnections, 0, 0, maxInt)
+	maxConns := int64(0)
+	if l.Protocol == ProtocolHTTP {
+		maxConns = DefaultHTTPMaxConnections
+	}
+	l.MaxConnections = s.integer("max_connections", r.MaxConnections, maxConns, 0, maxInt)
 	l.ConnectTimeout = s.duration("connect_timeout", r.ConnectTimeout, defaultConnectTimeout, false)
 	l.IdleTimeout = s.duration("idle_timeout", r.IdleTimeout, defaultIdleTimeout, false)
 	l.Retries = s.integer("retries", r.Retries, defaultRetries, 0, maxRetries)

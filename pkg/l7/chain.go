@@ -15,6 +15,7 @@ import (
 	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
+	"github.com/lbd-lb/lbd/pkg/l7/target"
 )
 
 // exchange is one request on its way through the chain.
@@ -36,14 +37,33 @@ type exchange struct {
 	headers headerSet
 	// tried are the backends proxyStage tried.
 	tried balancer.Tried
+	// start is when the request reached the chain.
+	start time.Duration
+	// expecting marks a run of the chain for Expect: 100-continue, which
+	// stops before the proxy stage; passed is set if it got there.
+	expecting, passed bool
+	// target is the normalised request-target (path, then "?query" when
+	// there is one): what is routed, limited, logged and forwarded, byte
+	// for byte. pathLen is the length of its path.
+	target  []byte
+	pathLen int
+	// auths is the number of Authorization headers.
+	auths int
+	// body passes a streamed request body on to the backend.
+	body bodyReader
 }
+
+// path is the normalised path of the request: the one routed and sent.
+func (x *exchange) path() []byte { return x.target[:x.pathLen] }
 
 // exchanges are reused: an exchange passes through the chain's interface
 // calls, so one made per request would be a heap allocation per request.
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
 func putExchange(x *exchange) {
-	*x = exchange{}
+	// The target's buffer stays with the exchange, so that a request
+	// allocates none.
+	*x = exchange{target: x.target[:0]}
 	exchanges.Put(x)
 }
 
@@ -54,23 +74,69 @@ type handler interface {
 }
 
 // newChain builds the chain in its one fixed order.
-func newChain(s *Server) handler {
-	return framingStage{next: routeStage{next: authStage{next: limitStage{next: &proxyStage{s: s}}}}}
+func newChain(proxy *proxyStage) handler {
+	return framingStage{next: routeStage{next: authStage{next: limitStage{next: proxy}}}}
 }
 
 // serveHTTP is fasthttp's handler: it runs the chain under the current state
 // and records the answer.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
-	if c := clientConn(ctx.Conn()); c != nil {
+	c := clientConn(ctx.Conn())
+	if c != nil && !ctx.Request.IsBodyStream() {
+		// With a body still to come, the client is sending, bounded by
+		// the body's deadline, until bodyReader has it all.
 		c.busy()
 	}
-	st := s.state.Load()
-	start := monotonic()
-	noteNow(int64(start))
+	var x *exchange
+	if c != nil && c.pending != nil {
+		// The request passed the chain in expect, before its body.
+		x, c.pending = c.pending, nil
+		x.expecting = false
+		defer putExchange(x)
+		x.st.proxy.serve(x)
+	} else {
+		x = exchanges.Get().(*exchange)
+		defer putExchange(x)
+		x.ctx, x.st, x.peer, x.start = ctx, s.state.Load(), peerOf(ctx), monotonic()
+		noteNow(int64(x.start))
+		x.st.chain.serve(x)
+	}
+	s.finish(x)
+}
+
+// expect is fasthttp's ExpectHandler for a request with Expect:
+// 100-continue: the chain runs up to the proxy stage on the header alone.
+// A request that passes gets 100 Continue and goes on in serveHTTP once
+// its body comes; any other is answered here, and its body never read.
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	c := clientConn(ctx.Conn())
+	if c == nil {
+		return fasthttp.StatusContinue // serveHTTP decides on everything
+	}
 	x := exchanges.Get().(*exchange)
-	defer putExchange(x)
-	*x = exchange{ctx: ctx, st: st, peer: peerOf(ctx)}
-	st.chain.serve(x)
+	x.ctx, x.st, x.peer, x.start = ctx, s.state.Load(), peerOf(ctx), monotonic()
+	noteNow(int64(x.start))
+	x.expecting = true
+	x.st.chain.serve(x)
+	if x.passed {
+		c.pending = x
+		return fasthttp.StatusContinue
+	}
+	// fasthttp writes the answer the chain left in ctx.Response, with
+	// this status, and closes the connection.
+	s.finish(x)
+	putExchange(x)
+	return ctx.Response.StatusCode()
+}
+
+// finish records the answer to x: the route's counters and the access log.
+func (s *Server) finish(x *exchange) {
+	ctx, st, start := x.ctx, x.st, x.start
+	if ctx.Request.IsBodyStream() && x.body.src == nil {
+		// Answered without its body being read (a refusal, a 401): the
+		// connection cannot go on, and must not reset the answer.
+		x.lingerClose()
+	}
 	if s.stopping.Load() && !ctx.Hijacked() {
 		// The server is on its way out: no next request on this
 		// connection (fasthttp itself says so only until Shutdown's
@@ -90,7 +156,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 			slog.String("listener", st.cfg.Name),
 			slog.String("method", string(ctx.Method())),
 			slog.String("host", string(ctx.Host())),
-			slog.String("path", string(ctx.Path())),
+			slog.String("path", string(x.path())),
 			slog.String("route", route),
 			slog.Int("status", ctx.Response.StatusCode()),
 			slog.Int("bytes", bodyLen(&ctx.Response)),
@@ -127,25 +193,53 @@ func peerOf(ctx *fasthttp.RequestCtx) netip.AddrPort {
 // framingStage refuses requests whose framing another parser could read
 // differently, and Upgrades, before anything else looks at them. fasthttp
 // forwards Content-Length together with Transfer-Encoding, and obs-fold
-// lines, so the raw header block is checked here. Every refusal closes the
+// lines, so the raw header block is checked here. It also fixes the one
+// request-target and the one Host that every later stage decides on and
+// the backend receives (see requestTarget). Every refusal closes the
 // connection, so bytes the client sent after the request are never read as
 // another request.
 type framingStage struct{ next handler }
 
 func (f framingStage) serve(x *exchange) {
 	h := &x.ctx.Request.Header
-	reason, seen := badFraming(h.RawHeaders())
-	if reason != "" {
-		x.st.reject(x, reasonFraming)
-		x.ctx.Error("bad request: "+reason, fasthttp.StatusBadRequest)
-		x.ctx.SetConnectionClose()
+	if h.IsConnect() {
+		// A tunnel to wherever the client names is no business of a
+		// reverse proxy (RFC 9110 section 9.3.6).
+		f.refuse(x, "CONNECT is not supported", fasthttp.StatusMethodNotAllowed)
 		return
 	}
-	x.headers = seen
-	if seen&hdrTransferEncoding != 0 {
-		// A chunked body may end in trailer fields, which fasthttp may
-		// merge into the header: assume every header is there.
-		x.headers = hdrAll | seen&hdrUnderscore
+	if p := h.Protocol(); string(p) != "HTTP/1.1" && string(p) != "HTTP/1.0" {
+		// RFC 9110 section 15.6.6; fasthttp would forward "HTTP/1.2" as
+		// such.
+		f.refuse(x, "HTTP version not supported", fasthttp.StatusHTTPVersionNotSupported)
+		return
+	}
+	sc := scanHeader(h.RawHeaders())
+	if sc.reason != "" {
+		f.refuse(x, "bad request: "+sc.reason, fasthttp.StatusBadRequest)
+		return
+	}
+	// Trailer fields of a chunked body never join the header: the body
+	// is streamed and its trailer section dropped (bodyReader), so the
+	// scan saw every header the request will carry.
+	x.headers = sc.seen
+	x.auths = sc.auths
+	if reason := x.requestTarget(); reason != "" {
+		f.refuse(x, "bad request: "+reason, fasthttp.StatusBadRequest)
+		return
+	}
+	if name := x.st.repeatedRouteHeader(h.RawHeaders()); name != "" {
+		// Routing reads the first value and a backend may read another.
+		f.refuse(x, "bad request: repeated "+name+" header", fasthttp.StatusBadRequest)
+		return
+	}
+	if cl := h.ContentLength(); cl > x.st.cfg.MaxBodyBytes {
+		// The body is streamed, so its declared length is checked here,
+		// before anything of it is read.
+		x.st.owner.reject(reasonBodyTooLarge)
+		x.ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		x.ctx.SetConnectionClose()
+		return
 	}
 	if up := h.Peek("Upgrade"); len(up) > 0 {
 		// WebSocket goes on through routing, auth and rate limits, then
@@ -168,21 +262,133 @@ func (f framingStage) serve(x *exchange) {
 	f.next.serve(x)
 }
 
-// badFraming checks the raw header block (the bytes after the request line,
-// up to and including the empty line) and returns why it is refused, or "",
-// and the headers of headerSet that the block holds.
-// It refuses obs-fold lines, bare LF line ends, Content-Length together with
-// Transfer-Encoding, more than one Content-Length or Transfer-Encoding line,
-// and a Transfer-Encoding other than exactly "chunked".
-func badFraming(raw []byte) (reason string, seen headerSet) {
+// refuse answers a request the framing stage will not pass on, and closes
+// its connection.
+func (framingStage) refuse(x *exchange, msg string, code int) {
+	x.st.reject(x, reasonFraming)
+	x.ctx.Error(msg, code)
+	x.ctx.SetConnectionClose()
+}
+
+// requestTarget sets x.target to the normalised request-target, the only
+// one routed and forwarded, and makes the request carry it and its Host
+// header to the backend unchanged; it returns why the request is refused,
+// or "". An absolute-form target must name the Host header's authority,
+// and is forwarded in origin-form; userinfo is refused everywhere, since a
+// client library would turn it into an Authorization header.
+func (x *exchange) requestTarget() string {
+	req := &x.ctx.Request
+	h := &req.Header
+	host := h.Host()
+	if len(host) == 0 {
+		// RFC 9112 section 3.2: a request without Host gets 400; routing
+		// needs one too.
+		return "missing Host"
+	}
+	if !target.ValidHost(host) {
+		return "malformed Host"
+	}
+	raw := h.RequestURI()
+	form, authority, rest, err := target.Split(raw)
+	if err != nil {
+		return err.Error()
+	}
+	switch form {
+	case target.AbsoluteForm:
+		if !asciiEqualFoldBytes(authority, host) {
+			return "the target's authority differs from Host"
+		}
+	case target.AsteriskForm:
+		if !h.IsOptions() {
+			return "* is a target for OPTIONS only"
+		}
+	}
+	x.target, x.pathLen, err = target.Normalize(x.target[:0], rest, x.st.pathMode)
+	if err != nil {
+		return err.Error()
+	}
+	if !bytes.Equal(x.target, raw) {
+		req.SetRequestURIBytes(x.target)
+	} else {
+		// fasthttp writes the target it parsed, which is raw itself
+		// only with its own normalising off.
+		req.URI().DisablePathNormalizing = true
+	}
+	// Written as they are: fasthttp would otherwise derive Host from the
+	// target it parses.
+	req.UseHostHeader = true
+	return ""
+}
+
+// repeatedRouteHeader returns the name of a header that some route
+// matches on and that raw holds more than once, or "".
+func (st *state) repeatedRouteHeader(raw []byte) string {
+	if len(st.routeHeaders) == 0 {
+		return ""
+	}
+	var counts [maxRouteHeaders]uint8
+	for line := range headerLines(raw) {
+		name, _, _ := bytes.Cut(line, []byte(":"))
+		for i, n := range st.routeHeaders {
+			if asciiEqualFold(name, n) {
+				if counts[i]++; counts[i] > 1 {
+					return n
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// headerLines yields the lines of a raw header block without their CRLF,
+// the empty last one excluded. The block has passed scanHeader.
+func headerLines(raw []byte) func(yield func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		for len(raw) > 0 {
+			i := bytes.IndexByte(raw, '\n')
+			if i < 0 {
+				return
+			}
+			line := raw[:i]
+			raw = raw[i+1:]
+			if len(line) > 0 && line[len(line)-1] == '\r' {
+				line = line[:len(line)-1]
+			}
+			if len(line) > 0 && !yield(line) {
+				return
+			}
+		}
+	}
+}
+
+// headerScan is what scanHeader found in a raw header block.
+type headerScan struct {
+	// reason is why the block is refused, or "".
+	reason string
+	// seen are the headers of headerSet the block holds.
+	seen headerSet
+	// auths counts the Authorization lines.
+	auths int
+}
+
+// scanHeader checks the raw header block (the bytes after the request
+// line, up to and including the empty line) and records which headers of
+// headerSet it holds. It refuses obs-fold lines, bare LF line ends,
+// Content-Length together with Transfer-Encoding, more than one
+// Content-Length or Transfer-Encoding line, a Transfer-Encoding other than
+// exactly "chunked", header names that are not tokens, and underscore
+// imitations of the headers of headerSet.
+func scanHeader(raw []byte) (sc headerScan) {
 	var cl, te int
 	for len(raw) > 0 {
 		i := bytes.IndexByte(raw, '\n')
 		if i < 0 {
-			return "unterminated header line", seen
+			sc.reason = "unterminated header line"
+			return sc
 		}
 		if i == 0 || raw[i-1] != '\r' {
-			return "bare LF", seen
+			sc.reason = "bare LF"
+			return sc
 		}
 		line := raw[:i-1]
 		raw = raw[i+1:]
@@ -190,29 +396,34 @@ func badFraming(raw []byte) (reason string, seen headerSet) {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return "obs-fold", seen
+			sc.reason = "obs-fold"
+			return sc
 		}
 		if bytes.IndexByte(line, '\r') >= 0 {
-			return "bare CR", seen
+			sc.reason = "bare CR"
+			return sc
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon < 0 {
-			return "malformed header line", seen
+			sc.reason = "malformed header line"
+			return sc
 		}
 		name := line[:colon]
 		if !isToken(name) {
 			// RFC 9112 section 5.1: no space before the colon. A name
 			// another parser would trim must not slip past headerBit.
-			return "malformed header name", seen
+			sc.reason = "malformed header name"
+			return sc
 		}
 		bit := headerBit(name)
-		seen |= bit
+		sc.seen |= bit
 		if bytes.IndexByte(name, '_') >= 0 {
-			seen |= hdrUnderscore
+			sc.seen |= hdrUnderscore
 			if dashedBit(name) != 0 {
 				// A backend behind CGI-style header folding would read
 				// it as the header it imitates.
-				return "underscore in a hop-by-hop or forwarding header name", seen
+				sc.reason = "underscore in a hop-by-hop or forwarding header name"
+				return sc
 			}
 		}
 		switch bit {
@@ -221,19 +432,22 @@ func badFraming(raw []byte) (reason string, seen headerSet) {
 		case hdrTransferEncoding:
 			te++
 			if !asciiEqualFold(bytes.Trim(line[colon+1:], " \t"), "chunked") {
-				return "unsupported transfer-encoding", seen
+				sc.reason = "unsupported transfer-encoding"
+				return sc
 			}
+		case hdrAuthorization:
+			sc.auths++
 		}
 	}
 	switch {
 	case cl > 0 && te > 0:
-		return "content-length with transfer-encoding", seen
+		sc.reason = "content-length with transfer-encoding"
 	case cl > 1:
-		return "duplicate content-length", seen
+		sc.reason = "duplicate content-length"
 	case te > 1:
-		return "duplicate transfer-encoding", seen
+		sc.reason = "duplicate transfer-encoding"
 	}
-	return "", seen
+	return sc
 }
 
 // tchar marks the bytes of an RFC 9110 token.
@@ -268,10 +482,9 @@ type routeStage struct{ next handler }
 
 func (r routeStage) serve(x *exchange) {
 	h := &x.ctx.Request.Header
-	// Path() is the normalised path, and having parsed the URI makes
-	// fasthttp forward that same normalised path: the backend acts on
-	// exactly the path that was routed.
-	i := x.st.table.Match(h.Host(), x.ctx.Path(), h.PeekBytes)
+	// The path and Host routed here are the ones the backend receives,
+	// byte for byte (framingStage).
+	i := x.st.table.Match(h.Host(), x.path(), h.PeekBytes)
 	if i < 0 {
 		x.st.reject(x, reasonNoRoute)
 		x.ctx.Error("no route", fasthttp.StatusNotFound)
@@ -293,6 +506,13 @@ func (a authStage) serve(x *exchange) {
 		return
 	}
 	h := &x.ctx.Request.Header
+	if x.auths > 1 {
+		// Only one token is verified, and a backend might read another.
+		x.st.reject(x, reasonAuth)
+		x.ctx.Error("bad request: more than one Authorization header", fasthttp.StatusBadRequest)
+		x.ctx.SetConnectionClose()
+		return
+	}
 	fwd := v.Forwarded()
 	if x.headers&hdrUnderscore != 0 && len(fwd) > 0 {
 		dropDashed(h, fwd)
@@ -368,23 +588,23 @@ func (l limitStage) serve(x *exchange) {
 	l.next.serve(x)
 }
 
-func limitKey(x *exchange) string {
+func limitKey(x *exchange) ratelimit.Key {
 	k := x.route.LimitKey
 	switch k.Kind {
 	case ratelimit.KeyRoute:
-		return "r"
+		return ratelimit.RouteKey()
 	case ratelimit.KeyHeader:
 		if v := x.ctx.Request.Header.Peek(k.Name); len(v) > 0 {
-			return "h:" + string(v)
+			return ratelimit.HeaderKey(v)
 		}
 	case ratelimit.KeyClaim:
 		if x.claims != nil {
 			if v, ok := x.claims.String(k.Name); ok {
-				return "c:" + v
+				return ratelimit.ClaimKey(v)
 			}
 		}
 	}
-	return "ip:" + x.st.clientIP(x).String()
+	return ratelimit.AddrKey(x.st.clientIP(x), x.st.cfg.SourcePrefixV6)
 }
 
 // clientIP is the client's address after trusted_proxies: the peer, or, when
@@ -428,6 +648,26 @@ func (st *state) isTrusted(a netip.Addr) bool {
 
 // asciiEqualFold compares b and s ignoring ASCII case.
 func asciiEqualFold(b []byte, s string) bool { return equalFold(b, s, false) }
+
+// asciiEqualFoldBytes is asciiEqualFold for two byte slices.
+func asciiEqualFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		c, d := a[i], b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
 
 // equalFold compares b and s ignoring ASCII case; with dashed, an
 // underscore in b counts as a dash.

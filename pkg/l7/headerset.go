@@ -2,11 +2,11 @@ package l7
 
 import "math/bits"
 
-// headerSet is a set of the request headers the proxy removes or replaces,
-// one bit each. The framing stage fills it while it scans the raw header
-// block anyway, so a request that carries none of them (nearly all of
-// them) costs no Del calls at all.
-type headerSet uint16
+// headerSet is a set of the request headers the proxy removes, replaces or
+// counts, one bit each. The framing stage fills it while it scans the raw
+// header block anyway, so a request that carries none of them (nearly all
+// of them) costs no Del calls at all.
+type headerSet uint32
 
 const (
 	hdrConnection headerSet = 1 << iota
@@ -23,19 +23,33 @@ const (
 	hdrXForwardedHost
 	hdrForwarded
 	hdrContentLength
+	hdrAuthorization
+	hdrXRealIP
+	hdrTrueClientIP
+	hdrXForwardedPort
+	hdrXOriginalURL
+	hdrXRewriteURL
 
 	// hdrHop are the hop-by-hop headers of RFC 9110 section 7.6.1, plus
 	// the legacy ones, removed in both directions (Connection itself is
 	// handled apart, with the headers it names).
 	hdrHop = hdrKeepAlive | hdrProxyConnection | hdrTE | hdrTrailer | hdrTransferEncoding |
 		hdrUpgrade | hdrProxyAuthenticate | hdrProxyAuthorization
-	// hdrAll is every header of the set: what a request whose header
-	// block was not scanned is assumed to carry.
-	hdrAll = hdrContentLength<<1 - 1
+	// hdrSpoofable are headers through which a client could pass for
+	// another address or have a backend serve another URL than the one
+	// routed; only a trusted proxy may send them.
+	hdrSpoofable = hdrXRealIP | hdrTrueClientIP | hdrXForwardedPort | hdrXOriginalURL | hdrXRewriteURL
+	// hdrAll is every named header of the set: what a header block that
+	// was not scanned is assumed to carry.
+	hdrAll = hdrXRewriteURL<<1 - 1
 
+	// hdrXForwardedOther is no single header: it marks a request with an
+	// X-Forwarded-* header other than For, Proto, Host and Port (Prefix,
+	// Server, Ssl...), which only a trusted proxy may send either.
+	hdrXForwardedOther headerSet = 1 << 30
 	// hdrUnderscore is no header: it marks a request with an underscore in
 	// some header name (see authStage).
-	hdrUnderscore headerSet = 1 << 15
+	hdrUnderscore headerSet = 1 << 31
 )
 
 // headerNames are the names of the bits, in bit order.
@@ -43,11 +57,15 @@ var headerNames = [...]string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
 	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
 	"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded",
-	"Content-Length",
+	"Content-Length", "Authorization", "X-Real-Ip", "True-Client-Ip",
+	"X-Forwarded-Port", "X-Original-Url", "X-Rewrite-Url",
 }
 
+// xForwardedPrefix starts the names hdrXForwardedOther stands for.
+const xForwardedPrefix = "X-Forwarded-"
+
 // headerBit is the bit of name (any case), or 0 for a header outside the
-// set.
+// set; an X-Forwarded-* name outside it gets hdrXForwardedOther.
 func headerBit(name []byte) headerSet {
 	var cands []headerSet
 	switch len(name) {
@@ -56,28 +74,31 @@ func headerBit(name []byte) headerSet {
 	case 7:
 		cands = []headerSet{hdrTrailer, hdrUpgrade}
 	case 9:
-		cands = []headerSet{hdrForwarded}
+		cands = []headerSet{hdrForwarded, hdrXRealIP}
 	case 10:
 		cands = []headerSet{hdrConnection, hdrKeepAlive}
+	case 13:
+		cands = []headerSet{hdrAuthorization, hdrXRewriteURL}
 	case 14:
-		cands = []headerSet{hdrContentLength}
+		cands = []headerSet{hdrContentLength, hdrTrueClientIP, hdrXOriginalURL}
 	case 15:
 		cands = []headerSet{hdrXForwardedFor}
 	case 16:
-		cands = []headerSet{hdrProxyConnection, hdrXForwardedHost}
+		cands = []headerSet{hdrProxyConnection, hdrXForwardedHost, hdrXForwardedPort}
 	case 17:
 		cands = []headerSet{hdrTransferEncoding, hdrXForwardedProto}
 	case 18:
 		cands = []headerSet{hdrProxyAuthenticate}
 	case 19:
 		cands = []headerSet{hdrProxyAuthorization}
-	default:
-		return 0
 	}
 	for _, b := range cands {
 		if asciiEqualFold(name, b.name()) {
 			return b
 		}
+	}
+	if len(name) > len(xForwardedPrefix) && asciiEqualFold(name[:len(xForwardedPrefix)], xForwardedPrefix) {
+		return hdrXForwardedOther
 	}
 	return 0
 }
@@ -86,7 +107,7 @@ func headerBit(name []byte) headerSet {
 // way CGI-style servers fold them (X_Forwarded_For is X-Forwarded-For to
 // them).
 func dashedBit(name []byte) headerSet {
-	var buf [24]byte
+	var buf [64]byte
 	if len(name) > len(buf) {
 		return 0
 	}
@@ -106,5 +127,5 @@ func dashedEqualFold(name []byte, s string) bool { return equalFold(name, s, tru
 
 // name is the header name of a single bit.
 func (s headerSet) name() string {
-	return headerNames[bits.TrailingZeros16(uint16(s))]
+	return headerNames[bits.TrailingZeros32(uint32(s))]
 }

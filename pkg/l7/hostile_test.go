@@ -142,7 +142,7 @@ func TestBadFraming(t *testing.T) {
 		{"empty name", ": x\r\n\r\n", "malformed header name"},
 		{"non-token name", "X(y): z\r\n\r\n", "malformed header name"},
 	} {
-		if got, _ := badFraming([]byte(tc.raw)); got != tc.want {
+		if got := scanHeader([]byte(tc.raw)).reason; got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.desc, got, tc.want)
 		}
 	}
@@ -150,9 +150,9 @@ func TestBadFraming(t *testing.T) {
 
 func TestHeaderSet(t *testing.T) {
 	raw := "Host: h\r\nx-forwarded-for: 1\r\nKEEP-ALIVE: 2\r\nConnection: x\r\nTe: t\r\nX-Forwarded-Hosts: no\r\nForwarded: f\r\n\r\n"
-	reason, seen := badFraming([]byte(raw))
-	if want := hdrXForwardedFor | hdrKeepAlive | hdrConnection | hdrTE | hdrForwarded; reason != "" || seen != want {
-		t.Errorf("badFraming = %q, %b; want %b", reason, seen, want)
+	sc := scanHeader([]byte(raw))
+	if want := hdrXForwardedFor | hdrKeepAlive | hdrConnection | hdrTE | hdrForwarded | hdrXForwardedOther; sc.reason != "" || sc.seen != want {
+		t.Errorf("scanHeader = %q, %b; want %b", sc.reason, sc.seen, want)
 	}
 	for i, name := range headerNames {
 		bit := headerSet(1) << i
@@ -163,7 +163,7 @@ func TestHeaderSet(t *testing.T) {
 	if hdrAll != 1<<len(headerNames)-1 {
 		t.Errorf("hdrAll %b for %d names", hdrAll, len(headerNames))
 	}
-	for _, n := range []string{"", "X", "Host", "Connections", "X-Forwarded-Fo"} {
+	for _, n := range []string{"", "X", "Host", "Connections", "X-Forwarded-"} {
 		if b := headerBit([]byte(n)); b != 0 {
 			t.Errorf("%q: bit %b", n, b)
 		}

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -150,6 +151,13 @@ func idempotent(m []byte) bool {
 type proxyStage struct{ s *Server }
 
 func (p *proxyStage) serve(x *exchange) {
+	if x.expecting {
+		// The request waits for 100 Continue: everything before this
+		// stage passed, and the body comes once the client has it
+		// (Server.expect).
+		x.passed = true
+		return
+	}
 	ctx := x.ctx
 	req := &ctx.Request
 	if x.upgrade {
@@ -159,6 +167,12 @@ func (p *proxyStage) serve(x *exchange) {
 	resp := &ctx.Response
 	r := x.route
 	p.prepareRequest(x)
+	if req.IsBodyStream() {
+		if !x.takeSmallBody() {
+			x.body.start(x)
+			req.SetBodyStream(&x.body, req.Header.ContentLength())
+		}
+	}
 
 	snap := r.Pool.Snapshot()
 	if len(snap.Backends) == 0 {
@@ -182,11 +196,17 @@ func (p *proxyStage) serve(x *exchange) {
 
 		b.Active.Add(1)
 		resp.Reset()
-		// An event stream is passed on as it comes: the body is not
-		// buffered, and each piece read from the backend goes out as a
-		// chunk, flushed at once.
-		resp.StreamBody = streaming
+		// A response without a Content-Type goes on without one.
+		resp.Header.SetNoDefaultContentType(true)
+		// The body is never read whole here: a small one is read into a
+		// bounded buffer once the header is in (bufferSmall), anything
+		// larger or of unknown length goes on to the client as it comes,
+		// at the client's pace, so memory stays bounded whatever the size.
+		resp.StreamBody = true
 		err := hc.Do(req, resp)
+		if err == nil && !streaming {
+			err = bufferSmall(resp)
+		}
 		b.Active.Add(-1)
 
 		if err != nil && isDialError(err) {
@@ -195,12 +215,24 @@ func (p *proxyStage) serve(x *exchange) {
 			continue
 		}
 		stats.Connections.Add(1)
-		stats.BytesToBackend.Add(uint64(req.Header.Len() + len(req.Header.RequestURI()) + len(req.Body())))
+		stats.BytesToBackend.Add(uint64(req.Header.Len() + len(req.Header.RequestURI()) + max(x.body.n, len(req.Body()))))
 		if err != nil {
-			r.stats.backendErrors.Add(1)
-			p.s.log.Debug("backend request failed", "listener", x.st.cfg.Name, "backend", b.Name, "err", err)
 			resp.Reset()
-			ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+			switch {
+			case x.body.tooLarge:
+				x.st.owner.reject(reasonBodyTooLarge)
+				ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+			case x.body.err != nil:
+				// The client's body broke off: nobody is left to answer.
+				ctx.Error("bad request", fasthttp.StatusBadRequest)
+			default:
+				r.stats.backendErrors.Add(1)
+				p.s.log.Debug("backend request failed", "listener", x.st.cfg.Name, "backend", b.Name, "err", err)
+				ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+			}
+			if x.body.src != nil && !x.body.done {
+				x.lingerClose()
+			}
 			return
 		}
 		r.Pool.ConnectSucceeded(b)
@@ -215,6 +247,160 @@ func (p *proxyStage) serve(x *exchange) {
 	r.stats.backendErrors.Add(1)
 	resp.Reset()
 	ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+	if x.body.src != nil {
+		// The body was never read: the connection cannot go on.
+		x.lingerClose()
+	}
+}
+
+// smallBody is the largest request body of known length read whole once
+// route, auth and rate limit have passed, rather than streamed: it may be
+// sent again on another connection should a keep-alive one turn out
+// closed, which a stream cannot.
+const smallBody = 8 << 10
+
+// takeSmallBody reads a streamed body of known length up to smallBody into
+// the request, and reports whether it did.
+func (x *exchange) takeSmallBody() bool {
+	req := &x.ctx.Request
+	cl := req.Header.ContentLength()
+	if cl < 0 || cl > smallBody {
+		return false
+	}
+	buf := smallBodies.Get().(*[streamThreshold + 1]byte)
+	defer smallBodies.Put(buf)
+	n, err := io.ReadFull(req.BodyStream(), buf[:cl])
+	x.body.n = n
+	if err != nil {
+		// Forwarded as it is, the stream fails again where this did.
+		x.body.n = 0
+		return false
+	}
+	req.SetBody(buf[:n])
+	if c := clientConn(x.ctx.Conn()); c != nil {
+		c.busy()
+	}
+	return true
+}
+
+// lingerClose answers the request with Connection: close while the client
+// may still be sending a body no one will read: the connection then
+// lingers, reading and dropping what comes, so that closing it with data
+// unread does not reset it and destroy the answer before the client has
+// read it (see serverConn.Close).
+func (x *exchange) lingerClose() {
+	x.ctx.SetConnectionClose()
+	if c := clientConn(x.ctx.Conn()); c != nil {
+		c.linger = true
+	}
+}
+
+// streamThreshold is the largest response body read whole before it goes
+// to the client; larger ones, and those of unknown length, stream.
+const streamThreshold = 64 << 10
+
+// smallBodies are the buffers of bufferSmall.
+var smallBodies = sync.Pool{New: func() any { return new([streamThreshold + 1]byte) }}
+
+// bufferSmall reads a streamed response body of known length up to
+// streamThreshold whole, which gives its backend connection back at once
+// and answers the client with one write.
+func bufferSmall(resp *fasthttp.Response) error {
+	cl := resp.Header.ContentLength()
+	if !resp.IsBodyStream() || cl < 0 || cl > streamThreshold {
+		return nil
+	}
+	buf := smallBodies.Get().(*[streamThreshold + 1]byte)
+	defer smallBodies.Put(buf)
+	n := 0
+	var err error
+	// Read to EOF, one byte past the length, so that the backend
+	// connection is known to be fully read and goes back to its pool.
+	for err == nil && n <= cl {
+		var m int
+		m, err = resp.BodyStream().Read(buf[n : cl+1])
+		n += m
+	}
+	if err != io.EOF || n != cl {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if c, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+			c.CloseWithError(err)
+		}
+		return err
+	}
+	resp.SetBody(buf[:n]) // closes the stream
+	return nil
+}
+
+// bodyReader passes a request body the server streams (never read whole)
+// on to the backend: it enforces MaxBodyBytes on a chunked body, drops its
+// trailer section, so that no trailer field reaches the backend after the
+// header guard ran, and, once the body is in, lets the watchdog know that
+// the client is waiting rather than sending.
+type bodyReader struct {
+	src  io.Reader
+	x    *exchange
+	left int
+	// n counts the bytes read; done is set at the body's end.
+	n    int
+	done bool
+	// tooLarge is set past MaxBodyBytes; err is the client's read error.
+	tooLarge bool
+	err      error
+}
+
+// errBodyTooLarge stops a chunked body past MaxBodyBytes.
+var errBodyTooLarge = errors.New("l7: request body too large")
+
+func (b *bodyReader) start(x *exchange) {
+	*b = bodyReader{src: x.ctx.Request.BodyStream(), x: x, left: x.st.cfg.MaxBodyBytes}
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.src.Read(p)
+	b.n += n
+	if b.left -= n; b.left < 0 {
+		b.tooLarge = true
+		return 0, errBodyTooLarge
+	}
+	switch {
+	case err == io.EOF:
+		b.done = true
+		h := &b.x.ctx.Request.Header
+		if h.ContentLength() == -1 {
+			dropTrailer(h)
+		}
+		if c := clientConn(b.x.ctx.Conn()); c != nil {
+			c.busy()
+		}
+	case err != nil:
+		b.err = err
+	}
+	return n, err
+}
+
+// dropTrailer removes the fields of a chunked body's trailer section,
+// which the body stream parsed into h at its end; the header itself is on
+// the wire by then, so only the trailer section is affected.
+func dropTrailer(h *fasthttp.RequestHeader) {
+	tr := h.TrailerHeader()
+	if len(tr) <= 2 {
+		return // only the CRLF that ends it
+	}
+	var names []string
+	for line := range headerLines(tr) {
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok {
+			names = append(names, string(name))
+		}
+	}
+	for _, n := range names {
+		h.Del(n)
+	}
 }
 
 // pick picks a backend of snap not tried yet for the request, under a
@@ -232,20 +418,26 @@ func (x *exchange) pick(snap *pool.Snapshot, key uint64) (b *pool.Backend, loop 
 	return snap.Backends[i], loop
 }
 
-// prepareRequest strips hop-by-hop headers and sets X-Forwarded-*.
+// prepareRequest strips hop-by-hop headers, and from an untrusted peer the
+// headers only a proxy may set, and sets X-Forwarded-*.
 func (p *proxyStage) prepareRequest(x *exchange) {
 	h := &x.ctx.Request.Header
-	var keep []auth.ForwardClaim
+	var claims []auth.ForwardClaim
 	if x.route != nil && x.route.Auth != nil {
-		keep = x.route.Auth.Forwarded()
+		claims = x.route.Auth.Forwarded()
 	}
-	stripHop(h, x.headers, keep)
+	stripHop(h, x.headers, claims)
 	// The client's Connection: close is for the client's connection; the
 	// server has already noted it.
 	h.ResetConnectionClose()
-	// TLS ends here: the request goes to the backend in plain HTTP, and
-	// the client's scheme travels in X-Forwarded-Proto.
-	x.ctx.Request.URI().SetScheme("http")
+	// A body without a Content-Type goes on without one.
+	h.SetNoDefaultContentType(true)
+	if x.ctx.IsTLS() {
+		// TLS ends here: the request goes to the backend in plain HTTP,
+		// and the client's scheme travels in X-Forwarded-Proto. The target
+		// and Host written stay the ones framingStage fixed.
+		x.ctx.Request.URI().SetScheme("http")
+	}
 
 	trusted := x.st.isTrusted(x.peer.Addr())
 	var buf [64]byte
@@ -265,7 +457,13 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 		h.Del("X-Forwarded-For")
 		h.SetBytesV("X-Forwarded-For", chain)
 	} else {
-		del(h, x.headers, hdrXForwardedFor|hdrXForwardedProto|hdrXForwardedHost|hdrForwarded)
+		del(h, x.headers, hdrXForwardedFor|hdrXForwardedProto|hdrXForwardedHost|hdrForwarded|hdrSpoofable)
+		if x.headers&hdrXForwardedOther != 0 || (x.headers&hdrUnderscore != 0 && len(x.st.cfg.StripHeaders) > 0) {
+			dropNamed(h, x.st.cfg.StripHeaders, true)
+		}
+		for _, n := range x.st.cfg.StripHeaders {
+			h.Del(n)
+		}
 		h.SetBytesV("X-Forwarded-For", peer)
 	}
 	if !trusted || x.headers&hdrXForwardedProto == 0 || len(h.Peek("X-Forwarded-Proto")) == 0 {
@@ -275,8 +473,34 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 			h.Set("X-Forwarded-Proto", "http")
 		}
 	}
-	if (!trusted || x.headers&hdrXForwardedHost == 0 || len(h.Peek("X-Forwarded-Host")) == 0) && len(h.Host()) > 0 {
+	if !trusted || x.headers&hdrXForwardedHost == 0 || len(h.Peek("X-Forwarded-Host")) == 0 {
 		h.SetBytesV("X-Forwarded-Host", h.Host())
+	}
+}
+
+// dropNamed deletes the headers named in names when read with underscores
+// as dashes (what a CGI-style backend would take them for), and with
+// xForwarded every X-Forwarded-* header other than For, Proto and Host:
+// from an untrusted peer they can only be forged.
+func dropNamed(h *fasthttp.RequestHeader, names []string, xForwarded bool) {
+	var drop [][]byte
+	for k := range h.All() {
+		bit := headerBit(k)
+		forged := xForwarded && (bit == hdrXForwardedOther || bit == hdrXForwardedPort)
+		if !forged && bytes.IndexByte(k, '_') >= 0 {
+			for _, n := range names {
+				if dashedEqualFold(k, n) {
+					forged = true
+					break
+				}
+			}
+		}
+		if forged {
+			drop = append(drop, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range drop {
+		h.DelBytes(k)
 	}
 }
 
@@ -312,9 +536,10 @@ func del(h headerMap, present, which headerSet) {
 
 // stripHop removes the hop-by-hop headers and every header named in
 // Connection, of those that present says are there, except that
-// Connection cannot name away a header in keep (lbd's own, such as the
-// forward_claims headers the auth stage set).
-func stripHop(h headerMap, present headerSet, keep []auth.ForwardClaim) {
+// Connection cannot name away a header lbd relies on or sets itself:
+// Host, the framing headers, X-Forwarded-For, -Proto and -Host, and the
+// forward_claims headers in claims.
+func stripHop(h headerMap, present headerSet, claims []auth.ForwardClaim) {
 	del(h, present, hdrHop)
 	if present&hdrConnection == 0 {
 		return
@@ -329,7 +554,7 @@ func stripHop(h headerMap, present headerSet, keep []auth.ForwardClaim) {
 				part, v = v, nil
 			}
 			part = trimSpace(part)
-			if len(part) > 0 && !keeps(keep, part) {
+			if len(part) > 0 && !keeps(claims, part) {
 				named = append(named, string(part))
 			}
 		}
@@ -340,7 +565,13 @@ func stripHop(h headerMap, present headerSet, keep []auth.ForwardClaim) {
 	h.Del("Connection")
 }
 
+// neverNamedAway are the headers Connection cannot remove.
+const neverNamedAway = hdrContentLength | hdrTransferEncoding | hdrXForwardedFor | hdrXForwardedProto | hdrXForwardedHost
+
 func keeps(keep []auth.ForwardClaim, name []byte) bool {
+	if asciiEqualFold(name, "Host") || headerBit(name)&neverNamedAway != 0 {
+		return true
+	}
 	for _, k := range keep {
 		if asciiEqualFold(name, k.Header) {
 			return true

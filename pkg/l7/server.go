@@ -29,6 +29,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,7 @@ import (
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
+	"github.com/lbd-lb/lbd/pkg/l7/target"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -127,6 +130,19 @@ type Config struct {
 	// method, host, path, route, status, bytes, duration, backend and
 	// client address.
 	AccessLog *slog.Logger
+	// PathNormalization is how request paths are normalised before they
+	// are routed and forwarded (see package target); the zero value is
+	// target.Strict.
+	PathNormalization target.Mode
+	// StripHeaders are headers removed from requests of peers outside
+	// TrustedProxies, besides those always removed (X-Real-IP,
+	// True-Client-IP, X-Original-URL, X-Rewrite-URL, Forwarded and every
+	// X-Forwarded-* header lbd does not set itself), in canonical form.
+	StripHeaders []string
+	// SourcePrefixV6 is the prefix length by which IPv6 client addresses
+	// share a client_ip rate-limit bucket; 0 means
+	// ratelimit.DefaultV6Prefix.
+	SourcePrefixV6 int
 	// LoopBase is the first pool loop index l7 may use: pools are built
 	// with LoopBase+Slots loops, the first LoopBase belonging to the
 	// event loops. Every Server of a process must use the same one.
@@ -151,6 +167,31 @@ type Server struct {
 	// stopping is set by Shutdown and Retire: every answer from then on
 	// closes its connection, so that none goes on under this server.
 	stopping atomic.Bool
+
+	pruner sync.Once
+}
+
+// pruneEvery is how often the rate-limit tables forget the keys whose
+// buckets are full again, which gives back the memory of a flood.
+const pruneEvery = time.Minute
+
+// pruneLimits prunes the rate limits of the current routes at each tick,
+// until stop.
+func (s *Server) pruneLimits(stop <-chan struct{}, tick <-chan time.Time) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick:
+			st := s.state.Load()
+			now := st.now()
+			for i := range st.routes {
+				if l := st.routes[i].Limit; l != nil {
+					l.Prune(now)
+				}
+			}
+		}
+	}
 }
 
 // state is everything a reload replaces at once.
@@ -161,8 +202,18 @@ type state struct {
 	trusted []netip.Prefix
 	now     func() time.Time
 	chain   handler
+	proxy   *proxyStage
 	owner   *listenerStats
+	// pathMode is cfg.PathNormalization.
+	pathMode target.Mode
+	// routeHeaders are the names of the headers some route matches on,
+	// each of which a request may carry only once.
+	routeHeaders []string
 }
+
+// maxRouteHeaders bounds the distinct header names the routes of one
+// listener may match on.
+const maxRouteHeaders = 64
 
 // liveRoute is a Route with its counters.
 type liveRoute struct {
@@ -232,13 +283,21 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 		NoDefaultContentType:  true,
 		NoDefaultDate:         true,
 		ReadBufferSize:        c.MaxHeaderBytes,
-		MaxRequestBodySize:    c.MaxBodyBytes,
 		// The header, idle and write timeouts are the watchdog's (see
 		// watch.go), so fasthttp sets no deadline of its own. A request
 		// with a body gets ReadTimeout for it from the end of its header
 		// (bodyTimeout), which fasthttp passes to the connection as a read
 		// deadline and the watchdog keeps.
 		HeaderReceived: bodyTimeout(c.ReadTimeout),
+		// Request bodies are streamed to the backend, never held whole,
+		// and the handler runs on the header alone: with a limit of one
+		// byte, fasthttp reads at most that much of a body before it
+		// (the limit itself is enforced by framingStage and bodyReader).
+		StreamRequestBody:  true,
+		MaxRequestBodySize: 1,
+		// Expect: 100-continue is answered once route, auth and rate
+		// limit have passed, never before.
+		ExpectHandler: s.expect,
 		// RequestCtx.Time is not used: no clock read per request for it.
 		LazyRequestTime: true,
 		// Header names are normalised to their canonical case, and so are
@@ -261,9 +320,9 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 func bodyTimeout(d time.Duration) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		if h.ContentLength() == 0 {
-			return fasthttp.RequestConfig{}
+			return fasthttp.RequestConfig{MaxRequestBodySize: 1}
 		}
-		return fasthttp.RequestConfig{ReadTimeout: d}
+		return fasthttp.RequestConfig{ReadTimeout: d, MaxRequestBodySize: 1}
 	}
 }
 
@@ -292,6 +351,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.SourcePrefixV6 <= 0 || cfg.SourcePrefixV6 > 128 {
+		cfg.SourcePrefixV6 = ratelimit.DefaultV6Prefix
 	}
 	return cfg
 }
@@ -330,8 +392,20 @@ func (s *Server) build(cfg Config) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
 	}
-	st := &state{cfg: cfg, table: table, routes: routes, trusted: cfg.TrustedProxies, now: cfg.Now, owner: s.stats}
-	st.chain = newChain(s)
+	st := &state{cfg: cfg, table: table, routes: routes, trusted: cfg.TrustedProxies, now: cfg.Now, owner: s.stats,
+		pathMode: cfg.PathNormalization}
+	for _, sp := range specs {
+		for name := range sp.Headers {
+			if !slices.ContainsFunc(st.routeHeaders, func(n string) bool { return strings.EqualFold(n, name) }) {
+				st.routeHeaders = append(st.routeHeaders, name)
+			}
+		}
+	}
+	if len(st.routeHeaders) > maxRouteHeaders {
+		return nil, fmt.Errorf("%w: listener %q: routes match on %d header names, more than %d", ErrConfig, cfg.Name, len(st.routeHeaders), maxRouteHeaders)
+	}
+	st.proxy = &proxyStage{s: s}
+	st.chain = newChain(st.proxy)
 	return st, nil
 }
 
@@ -353,6 +427,7 @@ func (s *Server) Update(cfg Config) error {
 // Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.watch.serve()
+	s.pruner.Do(func() { go s.pruneLimits(s.watch.stop, time.NewTicker(pruneEvery).C) })
 	err := s.srv.Serve(watchListener{ln, s.watch})
 	if errors.Is(err, net.ErrClosed) {
 		return nil

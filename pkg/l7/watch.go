@@ -313,7 +313,20 @@ type serverConn struct {
 	timed
 	w      *watchdog
 	realWD bool // a write deadline was passed on
+	// pending is the request whose chain ran in Server.expect, for
+	// serveHTTP to forward once its body comes.
+	pending *exchange
+	// linger makes Close linger: the client may still be sending a
+	// request body that was answered without being read.
+	linger bool
 }
+
+// Lingering bounds: how long a closing connection keeps reading what the
+// client still sends, and how much of it, before it closes for good.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 64 << 20
+)
 
 type tlsServerConn struct {
 	*serverConn
@@ -437,5 +450,30 @@ func (c *serverConn) SetDeadline(t time.Time) error {
 
 func (c *serverConn) Close() error {
 	c.w.forget(&c.timed)
+	if c.linger {
+		c.linger = false
+		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			// The answer is out, with a FIN after it; reading on lets the
+			// client see it before the close resets the connection.
+			go lingerClose(c.Conn)
+			return nil
+		}
+	}
 	return c.Conn.Close()
+}
+
+// lingerClose reads and drops what c still receives, for at most
+// lingerTime and lingerBytes, then closes it.
+func lingerClose(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	buf := smallBodies.Get().(*[streamThreshold + 1]byte)
+	defer smallBodies.Put(buf)
+	for n := 0; n < lingerBytes; {
+		m, err := c.Read(buf[:])
+		n += m
+		if err != nil {
+			break
+		}
+	}
+	c.Close()
 }

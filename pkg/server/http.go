@@ -18,6 +18,7 @@ import (
 	"github.com/lbd-lb/lbd/pkg/l7"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
+	"github.com/lbd-lb/lbd/pkg/l7/target"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -201,6 +202,11 @@ func routeName(r config.Route, i int, seen map[string]bool) string {
 func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verifiers map[string]*auth.Verifier) (l7.Config, error) {
 	c := limits(lc)
 	c.Name, c.TrustedProxies, c.Retries, c.LoopBase = lc.Name, lc.TrustedProxies, lc.Retries, s.engine.Loops()
+	mode, err := target.ParseMode(lc.PathNormalization)
+	if err != nil {
+		return c, fmt.Errorf("listener %q: %w", lc.Name, err)
+	}
+	c.PathNormalization, c.StripHeaders, c.SourcePrefixV6 = mode, lc.StripHeaders, lc.SourcePrefixV6
 	if lc.AccessLog {
 		c.AccessLog = s.log.With("log", "access")
 	}
