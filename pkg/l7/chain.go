@@ -303,8 +303,9 @@ func (x *exchange) requestTarget() string {
 			return "* is a target for OPTIONS only"
 		}
 	}
-	x.target, x.pathLen, err = target.Normalize(x.target[:0], rest, x.st.pathMode)
-	if err != nil {
+	if form == target.AsteriskForm {
+		x.target, x.pathLen = append(x.target[:0], '*'), 1
+	} else if x.target, x.pathLen, err = target.Normalize(x.target[:0], rest, x.st.pathMode); err != nil {
 		return err.Error()
 	}
 	if !bytes.Equal(x.target, raw) {

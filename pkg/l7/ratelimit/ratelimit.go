@@ -31,25 +31,31 @@ import (
 // given. MaxBytes(DefaultMaxKeys) is about 6.7 MB, whatever the keys.
 const DefaultMaxKeys = 100_000
 
-// BytesPerKey is what one remembered key costs, at most: its entry (40
-// bytes) and at most four 4-byte slots of the index, which is kept between
-// a quarter and a half full. That is 56 bytes on 64-bit platforms; a full
-// default table measures about 52 (TestFloodMemoryBound logs it).
+// BytesPerKey is what one key of MaxKeys costs at most: its entry (40
+// bytes) and four 4-byte slots of the index, whose size is the first power
+// of two at least twice the keys, so less than four times them. That is 56
+// bytes on 64-bit platforms; a full default table measures about 52
+// (TestFloodMemoryBound logs it), against 117 with a Go map and about 200
+// plus the key's bytes before keys were hashed.
 const BytesPerKey = int(unsafe.Sizeof(entry{})) + 4*int(unsafe.Sizeof(uint32(0)))
 
-// shardFixed bounds what a shard costs besides its keys: the shard itself,
-// the list's sentinel entry, the smallest index (8 slots), and the
-// allocator's rounding of its two arrays, under 8 KiB each (a size class
-// wastes at most an eighth of 32 KiB, a large object less than one page).
-const shardFixed = int(unsafe.Sizeof(shard{})) + int(unsafe.Sizeof(entry{})) + 8*4 + 2*8192
+// allocSlack bounds what the allocator adds to one allocation: a size
+// class wastes at most an eighth of 32 KiB, a larger object less than one
+// page.
+const allocSlack = 8192
 
-// MaxBytes bounds the heap that a Limiter of maxKeys keys takes: what its
-// shards cost, about 1 MB, and BytesPerKey for each key. The bound follows
-// from the layout, not from the runtime's maps (see Limiter), so no flood,
-// however long, can exceed it (TestFloodMemoryBound and TestMemoryBound
-// check it); Prune gives back all but the shards.
+// shardFixed bounds what a shard costs besides its keys: the shard itself,
+// the list's sentinel entry, the smallest index (8 slots), and the rounding
+// of its two arrays.
+const shardFixed = int(unsafe.Sizeof(shard{})) + int(unsafe.Sizeof(entry{})) + 8*4 + 2*allocSlack
+
+// MaxBytes bounds the live heap that a Limiter of maxKeys keys takes: the
+// Limiter and its shards, about 1 MB, and BytesPerKey for each key. The
+// bound follows from the layout, not from the runtime's maps (see Limiter),
+// so no flood, however long, can exceed it (TestFloodMemoryBound and
+// TestMemoryBound check it); Prune gives back all but the shards.
 func MaxBytes(maxKeys int) int {
-	return maxShards*shardFixed + maxKeys*BytesPerKey
+	return int(unsafe.Sizeof(Limiter{})) + allocSlack + maxShards*shardFixed + maxKeys*BytesPerKey
 }
 
 // PruneInterval is how often a Limiter forgets the keys whose buckets have
@@ -79,7 +85,7 @@ const maxRetryAfter = 1 << 30 // seconds, about 34 years
 // Limiter is a set of token buckets, one per Key, all with the same rate
 // and burst. It is safe for concurrent use.
 //
-// The table holds at most MaxKeys keys and MaxBytes(MaxKeys) bytes. Allow
+// The table holds at most MaxKeys keys in MaxBytes(MaxKeys) bytes. Allow
 // also prunes it: when a request comes to a part of the table (a shard)
 // that has not been pruned for PruneInterval, the keys of that part whose
 // buckets are full are forgotten, which changes no answer. The timer runs
@@ -98,9 +104,9 @@ const maxRetryAfter = 1 << 30 // seconds, about 34 years
 //   - A shard is not a Go map but an index, with linear probing, into an
 //     array of entries. A Go map whose keys are deleted and inserted for
 //     ever keeps growing well past its size (golang/go#70886): one of 1,562
-//     keys went from 28 to 263 bytes a key over a long flood, with no
-//     bound in sight. The index and the array are sized from the number
-//     of keys alone, and hold no pointers for the collector to scan.
+//     keys went from 28 to 263 bytes a key as floods grew longer, and no
+//     bound is documented. The index and the array are sized from the
+//     number of keys alone, and hold no pointers for the collector to scan.
 type Limiter struct {
 	limit      float64 // tokens a second
 	burst      float64
@@ -159,9 +165,9 @@ type Option func(*options)
 type options struct {
 	maxKeys int
 
-	// For tests only; 0 means the default.
-	shards     int
-	pruneEvery time.Duration
+	// For tests only.
+	shards     int           // 0 means as many as fit, up to maxShards
+	pruneEvery time.Duration // PruneInterval unless set
 }
 
 // MaxKeys bounds the number of keys the Limiter remembers; the default is
