@@ -122,6 +122,10 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 		c.pending = x
 		return fasthttp.StatusContinue
 	}
+	// The client may send its body without waiting for 100 Continue (RFC
+	// 9110 section 10.1.1 lets it): the connection closes lingering, so
+	// that this answer is not lost to a reset.
+	c.linger = true
 	// fasthttp writes the answer the chain left in ctx.Response, with
 	// this status, and closes the connection.
 	s.finish(x)
@@ -331,7 +335,9 @@ func (st *state) repeatedRouteHeader(raw []byte) string {
 	for line := range headerLines(raw) {
 		name, _, _ := bytes.Cut(line, []byte(":"))
 		for i, n := range st.routeHeaders {
-			if asciiEqualFold(name, n) {
+			// An underscore twin counts: a CGI-style backend folds it
+			// into the same header.
+			if dashedEqualFold(name, n) {
 				if counts[i]++; counts[i] > 1 {
 					return n
 				}
@@ -503,6 +509,17 @@ type authStage struct{ next handler }
 func (a authStage) serve(x *exchange) {
 	v := x.route.Auth
 	if v == nil {
+		// Another route of the listener forwards claims in these headers,
+		// maybe to the same backend: here nobody vouches for them.
+		if len(x.st.claimHeaders) > 0 {
+			h := &x.ctx.Request.Header
+			if x.headers&hdrUnderscore != 0 {
+				dropDashed(h, x.st.claimHeaders)
+			}
+			for _, f := range x.st.claimHeaders {
+				h.Del(f.Header)
+			}
+		}
 		a.next.serve(x)
 		return
 	}

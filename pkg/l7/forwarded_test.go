@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -156,6 +157,8 @@ func TestPathRoutedIsPathForwarded(t *testing.T) {
 		{"dot segments", "/admin/./a/../b?q=%2F..", true, 200, "admin", "GET /admin/b?q=%2F.. HTTP/1.1"},
 		{"dots out of /admin/", "/admin/../public", false, 200, "public", "GET /public HTTP/1.1"},
 		{"dot params", "/public/..;/admin/x", false, 400, "", ""},
+		{"path parameter hides /admin/ (servlet containers)", "/admin;x/secret", false, 400, "", ""},
+		{"encoded path parameter", "/%61dmin%3b/secret", false, 400, "", ""},
 		{"encoded unreserved", "/%61dmin/x", false, 401, "", ""},
 		{"leading double slash", "//admin.internal/x", false, 400, "", ""},
 		{"encoded NUL", "/public/a%00b", false, 400, "", ""},
@@ -284,6 +287,9 @@ func TestHostRoutedIsHostForwarded(t *testing.T) {
 		{"userinfo in Host", "GET /x HTTP/1.1\r\nHost: u:p@public.example\r\n\r\n", 400, ""},
 		{"origin-form //authority", "GET //admin.internal/x HTTP/1.1\r\nHost: public.example\r\n\r\n", 400, ""},
 		{"missing Host", "GET /x HTTP/1.1\r\n\r\n", 400, ""},
+		{"Host as a list", "GET /x HTTP/1.1\r\nHost: other.example,public.example\r\n\r\n", 400, ""},
+		{"Host with empty labels", "GET /x HTTP/1.1\r\nHost: public.example..\r\n\r\n", 400, ""},
+		{"Host with one trailing dot", "GET /x HTTP/1.1\r\nHost: public.example.\r\n\r\n", 200, "GET /x HTTP/1.1"},
 		{"HTTP/1.0 without Host", "GET /x HTTP/1.0\r\n\r\n", 400, ""},
 		{"asterisk with GET", "GET * HTTP/1.1\r\nHost: public.example\r\n\r\n", 400, ""},
 		{"asterisk with OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: public.example\r\n\r\n", 200, "OPTIONS * HTTP/1.1"},
@@ -307,7 +313,7 @@ func TestHostRoutedIsHostForwarded(t *testing.T) {
 			if len(got) != 1 || requestLine(got[0]) != tc.line {
 				t.Fatalf("public got %q, want request line %q", got, tc.line)
 			}
-			if h := headerValues(got[0], "Host"); len(h) != 1 || h[0] != "public.example" {
+			if h := headerValues(got[0], "Host"); len(h) != 1 || strings.TrimSuffix(h[0], ".") != "public.example" {
 				t.Fatalf("public got Host %q", h)
 			}
 			if h := headerValues(got[0], "Authorization"); len(h) != 0 {
@@ -386,9 +392,16 @@ func TestRouteHeaderOnce(t *testing.T) {
 	if len(acme.requests())+len(other.requests()) != 0 {
 		t.Fatalf("a backend got the request")
 	}
-	resp, _, _ = rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: acme\r\nX-Other: 1\r\nX-Other: 2\r\n\r\n")
+	resp, _, c = rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: acme\r\nX_Tenant: globex\r\n\r\n")
+	if resp.StatusCode != 400 || !closedAfter(c) {
+		t.Fatalf("X-Tenant and its underscore twin: %d", resp.StatusCode)
+	}
+	resp, _, _ = rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Tenant: acme\r\nX-Other: 1\r\nX-Other: 2\r\nConnection: X-Tenant\r\n\r\n")
 	if resp.StatusCode != 200 || len(acme.requests()) != 1 {
 		t.Fatalf("one X-Tenant: %d", resp.StatusCode)
+	}
+	if h := headerValues(acme.last(), "X-Tenant"); len(h) != 1 || h[0] != "acme" {
+		t.Fatalf("Connection removed the header the request was routed by: %q", h)
 	}
 }
 
@@ -398,7 +411,9 @@ func TestRouteHeaderOnce(t *testing.T) {
 func TestSpoofableHeaders(t *testing.T) {
 	rec := newRecorder(t, "")
 	spoof := "X-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX-Forwarded-Port: 6\r\nX-Original-URL: /admin\r\n" +
-		"X-Rewrite-URL: /admin\r\nX-Forwarded-Prefix: /evil\r\nx-forwarded-server: evil\r\nX-Client-Cert: evil\r\nX_Client_Cert: evil\r\n"
+		"X-Rewrite-URL: /admin\r\nX-Forwarded-Prefix: /evil\r\nx-forwarded-server: evil\r\nX-Client-Cert: evil\r\nX_Client_Cert: evil\r\n" +
+		"X-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nFastly-Client-IP: 6.6.6.6\r\nX-Cluster-Client-IP: 6.6.6.6\r\n" +
+		"X-Forwarded: for=6.6.6.6\r\nX-Host: evil\r\nX-Original-Host: evil\r\n"
 	for _, tc := range []struct {
 		desc    string
 		trusted []netip.Prefix
@@ -416,7 +431,8 @@ func TestSpoofableHeaders(t *testing.T) {
 			}
 			got := rec.last()
 			for _, name := range []string{"X-Real-IP", "True-Client-IP", "X-Forwarded-Port", "X-Original-URL", "X-Rewrite-URL",
-				"X-Forwarded-Prefix", "X-Forwarded-Server", "X-Client-Cert", "X_Client_Cert"} {
+				"X-Forwarded-Prefix", "X-Forwarded-Server", "X-Client-Cert", "X_Client_Cert", "X-Client-IP", "CF-Connecting-IP",
+				"Fastly-Client-IP", "X-Cluster-Client-IP", "X-Forwarded", "X-Host", "X-Original-Host"} {
 				if n := len(headerValues(got, name)); (n > 0) != tc.kept {
 					t.Errorf("%s: %d at the backend", name, n)
 				}
@@ -549,4 +565,55 @@ func FuzzRoutedIsForwarded(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestClaimHeadersOnOpenRoutes: a forward_claims header is lbd's on the
+// whole listener, so a route without auth (perhaps to the same backend)
+// does not let a client set it either.
+func TestClaimHeadersOnOpenRoutes(t *testing.T) {
+	a := newAuthRoutes(t, target.Strict)
+	resp, _, _ := rawExchange(t, a.addr, "GET /profile HTTP/1.1\r\nHost: h\r\nX-User-Id: admin\r\nx_user_id: admin\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := a.public.last(); strings.Contains(strings.ToLower(got), "user") {
+		t.Fatalf("a forged claim header reached the backend:\n%s", got)
+	}
+}
+
+// TestBackendResponseFraming: lbd answers in HTTP/1.1 whatever the backend
+// speaks, frames a body of unknown length as its client can read it, and
+// refuses a 101 the request did not ask for.
+func TestBackendResponseFraming(t *testing.T) {
+	answer := func(a string) netip.AddrPort {
+		return listenRaw(t, func(c rawConn) {
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+				return
+			}
+			io.WriteString(c, a)
+		})
+	}
+	http10 := answer("HTTP/1.0 200 OK\r\n\r\nten-body")
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", http10))})
+	resp, body, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp.Proto != "HTTP/1.1" || resp.StatusCode != 200 || string(body) != "ten-body" {
+		t.Fatalf("HTTP/1.1 client: %s %d %q", resp.Proto, resp.StatusCode, body)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.0\r\nHost: h\r\n\r\n")
+	raw, _ := io.ReadAll(c)
+	if strings.Contains(strings.ToLower(string(raw)), "chunked") || !strings.HasSuffix(string(raw), "\r\n\r\nten-body") {
+		t.Fatalf("HTTP/1.0 client got %q", raw)
+	}
+
+	unasked := answer("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nRAW")
+	_, addr = startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", unasked))})
+	if resp, _, _ := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 502 {
+		t.Fatalf("an unasked 101 came through as %d", resp.StatusCode)
+	}
 }

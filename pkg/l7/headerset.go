@@ -29,6 +29,13 @@ const (
 	hdrXForwardedPort
 	hdrXOriginalURL
 	hdrXRewriteURL
+	hdrXClientIP
+	hdrCFConnectingIP
+	hdrFastlyClientIP
+	hdrXClusterClientIP
+	hdrXForwarded
+	hdrXHost
+	hdrXOriginalHost
 
 	// hdrHop are the hop-by-hop headers of RFC 9110 section 7.6.1, plus
 	// the legacy ones, removed in both directions (Connection itself is
@@ -38,10 +45,11 @@ const (
 	// hdrSpoofable are headers through which a client could pass for
 	// another address or have a backend serve another URL than the one
 	// routed; only a trusted proxy may send them.
-	hdrSpoofable = hdrXRealIP | hdrTrueClientIP | hdrXForwardedPort | hdrXOriginalURL | hdrXRewriteURL
+	hdrSpoofable = hdrXRealIP | hdrTrueClientIP | hdrXForwardedPort | hdrXOriginalURL | hdrXRewriteURL |
+		hdrXClientIP | hdrCFConnectingIP | hdrFastlyClientIP | hdrXClusterClientIP | hdrXForwarded | hdrXHost | hdrXOriginalHost
 	// hdrAll is every named header of the set: what a header block that
 	// was not scanned is assumed to carry.
-	hdrAll = hdrXRewriteURL<<1 - 1
+	hdrAll = hdrXOriginalHost<<1 - 1
 
 	// hdrXForwardedOther is no single header: it marks a request with an
 	// X-Forwarded-* header other than For, Proto, Host and Port (Prefix,
@@ -58,7 +66,9 @@ var headerNames = [...]string{
 	"Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
 	"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded",
 	"Content-Length", "Authorization", "X-Real-Ip", "True-Client-Ip",
-	"X-Forwarded-Port", "X-Original-Url", "X-Rewrite-Url",
+	"X-Forwarded-Port", "X-Original-Url", "X-Rewrite-Url", "X-Client-Ip",
+	"Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip", "X-Forwarded",
+	"X-Host", "X-Original-Host",
 }
 
 // xForwardedPrefix starts the names hdrXForwardedOther stands for.
@@ -69,6 +79,10 @@ const xForwardedPrefix = "X-Forwarded-"
 func headerBit(name []byte) headerSet {
 	var cands []headerSet
 	switch len(name) {
+	case 6:
+		cands = []headerSet{hdrXHost}
+	case 11:
+		cands = []headerSet{hdrXClientIP, hdrXForwarded}
 	case 2:
 		cands = []headerSet{hdrTE}
 	case 7:
@@ -82,15 +96,15 @@ func headerBit(name []byte) headerSet {
 	case 14:
 		cands = []headerSet{hdrContentLength, hdrTrueClientIP, hdrXOriginalURL}
 	case 15:
-		cands = []headerSet{hdrXForwardedFor}
+		cands = []headerSet{hdrXForwardedFor, hdrXOriginalHost}
 	case 16:
-		cands = []headerSet{hdrProxyConnection, hdrXForwardedHost, hdrXForwardedPort}
+		cands = []headerSet{hdrProxyConnection, hdrXForwardedHost, hdrXForwardedPort, hdrCFConnectingIP, hdrFastlyClientIP}
 	case 17:
 		cands = []headerSet{hdrTransferEncoding, hdrXForwardedProto}
 	case 18:
 		cands = []headerSet{hdrProxyAuthenticate}
 	case 19:
-		cands = []headerSet{hdrProxyAuthorization}
+		cands = []headerSet{hdrProxyAuthorization, hdrXClusterClientIP}
 	}
 	for _, b := range cands {
 		if asciiEqualFold(name, b.name()) {

@@ -212,3 +212,50 @@ func TestExpectContinueAfterAuth(t *testing.T) {
 		t.Fatalf("backend got %q", got)
 	}
 }
+
+// TestExpectRefusalLingers: a client that sends its body without waiting
+// for 100 Continue still reads the refusal whole, then a FIN, not a reset.
+func TestExpectRefusalLingers(t *testing.T) {
+	a := newAuthRoutes(t, target.Strict)
+	for i := range 5 {
+		c, err := net.Dial("tcp", a.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "POST /admin/x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 60000\r\n\r\n")
+		c.Write(make([]byte, 60000))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 401 {
+			t.Fatalf("round %d: %v %v", i, resp, err)
+		}
+		io.ReadAll(resp.Body)
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("round %d: after the answer: %v, want EOF", i, err)
+		}
+		c.Close()
+	}
+}
+
+// TestStalledBodyTimesOut: a body that stops coming gets 408 at
+// read_timeout, and the backend never gets a complete request.
+func TestStalledBodyTimesOut(t *testing.T) {
+	rec := newRecorder(t, "")
+	_, addr := startServer(t, Config{Routes: simpleRoutes(testPool(t, "wrr", rec.addr)), ReadTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+	c.Write(make([]byte, 20000))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 408 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if n := len(rec.requests()); n != 0 {
+		t.Fatalf("the backend recorded %d complete requests", n)
+	}
+}

@@ -139,6 +139,12 @@ func (s *Server) pruneClients(st *state) {
 	})
 }
 
+// timedOut reports an error that is a timeout.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func idempotent(m []byte) bool {
 	switch string(m) {
 	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":
@@ -204,8 +210,8 @@ func (p *proxyStage) serve(x *exchange) {
 		// at the client's pace, so memory stays bounded whatever the size.
 		resp.StreamBody = true
 		err := hc.Do(req, resp)
-		if err == nil && !streaming {
-			err = bufferSmall(resp)
+		if err == nil {
+			err = p.checkResponse(x, streaming)
 		}
 		b.Active.Add(-1)
 
@@ -222,6 +228,9 @@ func (p *proxyStage) serve(x *exchange) {
 			case x.body.tooLarge:
 				x.st.owner.reject(reasonBodyTooLarge)
 				ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+			case x.body.err != nil && timedOut(x.body.err):
+				x.st.owner.reject(reasonTimeout)
+				ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
 			case x.body.err != nil:
 				// The client's body broke off: nobody is left to answer.
 				ctx.Error("bad request", fasthttp.StatusBadRequest)
@@ -238,7 +247,7 @@ func (p *proxyStage) serve(x *exchange) {
 		r.Pool.ConnectSucceeded(b)
 		x.backend = b.Name
 		stats.BytesToClient.Add(uint64(resp.Header.Len() + max(bodyLen(resp), 0)))
-		stripHop(&resp.Header, responseHeaders(&resp.Header), nil)
+		stripHop(&resp.Header, responseHeaders(&resp.Header), nil, nil)
 		// The backend's Connection: close concerns its own connection, not
 		// the client's.
 		resp.Header.ResetConnectionClose()
@@ -293,6 +302,60 @@ func (x *exchange) lingerClose() {
 	if c := clientConn(x.ctx.Conn()); c != nil {
 		c.linger = true
 	}
+}
+
+// errUnexpected101 refuses a backend's 101 to a request that asked for no
+// upgrade: passed on, it could make a proxy in front take the connection
+// for a tunnel.
+var errUnexpected101 = errors.New("l7: backend switched protocols unasked")
+
+// http10Limit bounds the response body of unknown length read whole for an
+// HTTP/1.0 client, which can take neither chunked framing nor a stream.
+const http10Limit = 1 << 20
+
+// errTooLongFor10 refuses a response of unknown length over http10Limit
+// to an HTTP/1.0 client.
+var errTooLongFor10 = errors.New("l7: response of unknown length too long for an HTTP/1.0 client")
+
+// checkResponse vets a backend's response and sets how its body goes on:
+// read whole when small (bufferSmall), streamed otherwise. lbd answers in
+// HTTP/1.1 whatever its backends speak.
+func (p *proxyStage) checkResponse(x *exchange, streaming bool) error {
+	resp := &x.ctx.Response
+	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		if c, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+			c.CloseWithError(errUnexpected101)
+		}
+		return errUnexpected101
+	}
+	resp.Header.SetProtocol(http11)
+	if !x.ctx.Request.Header.IsHTTP11() && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
+		return bufferWhole(resp, http10Limit)
+	}
+	if streaming {
+		return nil
+	}
+	return bufferSmall(resp)
+}
+
+var http11 = []byte("HTTP/1.1")
+
+// bufferWhole reads a streamed response body of unknown length whole, up to
+// limit bytes.
+func bufferWhole(resp *fasthttp.Response, limit int64) error {
+	var b bytes.Buffer
+	n, err := io.Copy(&b, io.LimitReader(resp.BodyStream(), limit+1))
+	if err == nil && n > limit {
+		err = errTooLongFor10
+	}
+	if err != nil {
+		if c, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+			c.CloseWithError(err)
+		}
+		return err
+	}
+	resp.SetBody(b.Bytes())
+	return nil
 }
 
 // streamThreshold is the largest response body read whole before it goes
@@ -426,7 +489,7 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 	if x.route != nil && x.route.Auth != nil {
 		claims = x.route.Auth.Forwarded()
 	}
-	stripHop(h, x.headers, claims)
+	stripHop(h, x.headers, claims, x.st.routeHeaders)
 	// The client's Connection: close is for the client's connection; the
 	// server has already noted it.
 	h.ResetConnectionClose()
@@ -537,9 +600,10 @@ func del(h headerMap, present, which headerSet) {
 // stripHop removes the hop-by-hop headers and every header named in
 // Connection, of those that present says are there, except that
 // Connection cannot name away a header lbd relies on or sets itself:
-// Host, the framing headers, X-Forwarded-For, -Proto and -Host, and the
-// forward_claims headers in claims.
-func stripHop(h headerMap, present headerSet, claims []auth.ForwardClaim) {
+// Host, the framing headers, X-Forwarded-For, -Proto and -Host, the
+// forward_claims headers in claims and the headers routes match on (the
+// backend must see what the request was routed by).
+func stripHop(h headerMap, present headerSet, claims []auth.ForwardClaim, routed []string) {
 	del(h, present, hdrHop)
 	if present&hdrConnection == 0 {
 		return
@@ -554,7 +618,7 @@ func stripHop(h headerMap, present headerSet, claims []auth.ForwardClaim) {
 				part, v = v, nil
 			}
 			part = trimSpace(part)
-			if len(part) > 0 && !keeps(claims, part) {
+			if len(part) > 0 && !keeps(claims, routed, part) {
 				named = append(named, string(part))
 			}
 		}
@@ -568,9 +632,14 @@ func stripHop(h headerMap, present headerSet, claims []auth.ForwardClaim) {
 // neverNamedAway are the headers Connection cannot remove.
 const neverNamedAway = hdrContentLength | hdrTransferEncoding | hdrXForwardedFor | hdrXForwardedProto | hdrXForwardedHost
 
-func keeps(keep []auth.ForwardClaim, name []byte) bool {
+func keeps(keep []auth.ForwardClaim, routed []string, name []byte) bool {
 	if asciiEqualFold(name, "Host") || headerBit(name)&neverNamedAway != 0 {
 		return true
+	}
+	for _, r := range routed {
+		if asciiEqualFold(name, r) {
+			return true
+		}
 	}
 	for _, k := range keep {
 		if asciiEqualFold(name, k.Header) {

@@ -209,6 +209,9 @@ type state struct {
 	// routeHeaders are the names of the headers some route matches on,
 	// each of which a request may carry only once.
 	routeHeaders []string
+	// claimHeaders are the forward_claims headers of every route with
+	// auth, removed from requests on the routes without.
+	claimHeaders []auth.ForwardClaim
 }
 
 // maxRouteHeaders bounds the distinct header names the routes of one
@@ -398,6 +401,16 @@ func (s *Server) build(cfg Config) (*state, error) {
 		for name := range sp.Headers {
 			if !slices.ContainsFunc(st.routeHeaders, func(n string) bool { return strings.EqualFold(n, name) }) {
 				st.routeHeaders = append(st.routeHeaders, name)
+			}
+		}
+	}
+	for _, r := range routes {
+		if r.Auth == nil {
+			continue
+		}
+		for _, f := range r.Auth.Forwarded() {
+			if !slices.ContainsFunc(st.claimHeaders, func(g auth.ForwardClaim) bool { return strings.EqualFold(g.Header, f.Header) }) {
+				st.claimHeaders = append(st.claimHeaders, f)
 			}
 		}
 	}

@@ -95,7 +95,7 @@ func (p *proxyStage) tunnel(x *exchange) {
 	head.CopyTo(&ctx.Response.Header)
 	// The backend's hop-by-hop headers, and those its Connection names,
 	// stay on its side; the two that carry the upgrade are set again.
-	stripHop(&ctx.Response.Header, hdrAll, nil)
+	stripHop(&ctx.Response.Header, hdrAll, nil, nil)
 	ctx.Response.Header.Set("Connection", "Upgrade")
 	ctx.Response.Header.SetBytesV("Upgrade", upgrade)
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)

@@ -29,7 +29,7 @@ var (
 	ErrInvalid        = errors.New("target: invalid request-target")
 	ErrEncodedSlash   = errors.New("target: encoded slash or backslash in path")
 	ErrBackslash      = errors.New("target: backslash in path")
-	ErrDotParam       = errors.New("target: dot segment with a path parameter")
+	ErrPathParam      = errors.New("target: path parameter (';') in the path")
 	ErrEncodedControl = errors.New("target: encoded control character in path")
 	ErrLeadingSlashes = errors.New("target: path starts with //")
 	ErrChanged        = errors.New("target: path is not in normal form")
@@ -38,7 +38,7 @@ var (
 
 // Mode is a listener's path_normalization setting. Whatever the mode, the
 // refusals that guard against backends reading a path differently
-// (ErrEncodedSlash, ErrBackslash, ErrDotParam, ErrEncodedControl) apply.
+// (ErrEncodedSlash, ErrBackslash, ErrPathParam, ErrEncodedControl) apply.
 type Mode uint8
 
 const (
@@ -181,10 +181,11 @@ func hasPrefixFold(b []byte, prefix string) bool {
 //     as ".."; ".." at the root stays at the root, and a final "." or ".."
 //     leaves a trailing "/".
 //
-// A raw '\' is ErrBackslash, because some backends read it as '/'. A segment
-// "." or ".." followed by ';' (or %3B) is ErrDotParam, because backends that
-// strip path parameters (Tomcat's "/a/..;/b") would see a dot segment that
-// step 3 did not. In Strict and Off modes, a result that starts with "//" is
+// A raw '\' is ErrBackslash, because some backends read it as '/'. A ';'
+// (or %3B) anywhere in the path is ErrPathParam: servlet containers strip
+// path parameters from each segment before they dispatch, so
+// "/admin;x/secret" would be routed as something other than /admin/ and
+// served as /admin/secret, and "/a/..;/b" would hide a dot segment. In Strict and Off modes, a result that starts with "//" is
 // ErrLeadingSlashes, because some parsers take what follows for an
 // authority. In Off mode, a path that the Strict rules would change is
 // ErrChanged, and the path is otherwise appended as it came.
@@ -243,7 +244,7 @@ func plain(path []byte, m Mode) bool {
 			if path[i-1] == '/' {
 				return false
 			}
-		case c < 0x21 || c > 0x7e || c == '%' || c == '\\' || c == '#':
+		case c < 0x21 || c > 0x7e || c == '%' || c == '\\' || c == '#' || c == ';':
 			return false
 		}
 	}
@@ -278,8 +279,8 @@ func normalizePath(out, path []byte, m Mode) ([]byte, error) {
 		case string(s) == "..":
 			out = out[:start-1]
 			out, trailing = out[:base+max(0, bytes.LastIndexByte(out[base:], '/'))], true
-		case dotParam(s):
-			return out, ErrDotParam
+		case hasParam(s):
+			return out, ErrPathParam
 		default:
 			trailing = false
 		}
@@ -328,32 +329,30 @@ func decodeSegment(out, seg []byte) ([]byte, error) {
 	return out, nil
 }
 
-// dotParam reports whether the decoded segment s is "." or ".." followed by
-// a path parameter. ";" may still be encoded as %3B, which is not unreserved
-// and so survives decoding; backends that decode before they strip
-// parameters would see the dot segment all the same.
-func dotParam(s []byte) bool {
-	switch {
-	case bytes.HasPrefix(s, []byte("..")):
-		s = s[2:]
-	case bytes.HasPrefix(s, []byte(".")):
-		s = s[1:]
-	default:
-		return false
+// hasParam reports a path parameter in a decoded segment: a ';', or %3B,
+// which is no unreserved character and so survives decoding.
+func hasParam(s []byte) bool {
+	for i, c := range s {
+		if c == ';' || c == '%' && i+2 < len(s) && s[i+1] == '3' && lower(s[i+2]) == 'b' {
+			return true
+		}
 	}
-	return len(s) > 0 && s[0] == ';' || len(s) >= 3 && s[0] == '%' && s[1] == '3' && lower(s[2]) == 'b'
+	return false
 }
 
 // ValidHost reports whether h is an acceptable Host header value or
 // absolute-form authority (RFC 9110 section 7.2, RFC 3986 section 3.2): a
-// non-empty reg-name of unreserved and sub-delims characters (which covers
-// IPv4 addresses), or an IPv6 address in brackets, optionally followed by
-// ":" and a port of 1 to 5 digits no greater than 65535.
+// host name (see hostName), which covers IPv4 addresses, or an IPv6 address
+// in brackets, optionally followed by ":" and a port of 1 to 5 digits no
+// greater than 65535.
 //
-// It is stricter than RFC 3986 on purpose: userinfo ('@'), an empty port,
-// IPvFuture, IPv6 zones and percent-encoding are refused. The route table
-// compares hosts as text, so a host with a second spelling ("exa%6Dple.com")
-// could miss its route and still reach the backend that serves it.
+// It is much stricter than RFC 3986's reg-name on purpose. The route table
+// compares hosts as text, so a host with a second spelling could miss its
+// route and still reach the backend that serves it: percent-encoding
+// ("exa%6Dple.com"), empty labels ("api.example.com..") and sub-delims
+// (a comma, which frameworks read as a list separator in X-Forwarded-Host:
+// "other.example,api.example.com") are all refused, as are userinfo ('@'),
+// an empty port, IPvFuture and IPv6 zones.
 func ValidHost(h []byte) bool {
 	host, port, hasPort := h, []byte(nil), false
 	if len(h) > 0 && h[0] == '[' {
@@ -369,13 +368,8 @@ func ValidHost(h []byte) bool {
 		}
 	} else {
 		host, port, hasPort = bytes.Cut(h, []byte{':'})
-		if len(host) == 0 {
+		if !hostName(host) {
 			return false
-		}
-		for _, c := range host {
-			if !unreserved(c) && !subDelim(c) {
-				return false
-			}
 		}
 	}
 	if !hasPort {
@@ -392,6 +386,31 @@ func ValidHost(h []byte) bool {
 		n = n*10 + int(c-'0')
 	}
 	return n <= 65535
+}
+
+// hostName reports whether h is a sequence of non-empty labels of letters,
+// digits, '-' and '_', separated by single dots, with at most one dot at the
+// end (the root, which routing ignores).
+func hostName(h []byte) bool {
+	h = bytes.TrimSuffix(h, []byte{'.'})
+	if len(h) == 0 {
+		return false
+	}
+	label := 0
+	for _, c := range h {
+		switch {
+		case c == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+		case 'a' <= lower(c) && lower(c) <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+			label++
+		default:
+			return false
+		}
+	}
+	return label > 0
 }
 
 // validIPv6 reports whether s is an IPv6address of RFC 3986 section 3.2.2:
@@ -460,15 +479,6 @@ func validIPv4(s []byte) bool {
 func unreserved(c byte) bool {
 	return 'a' <= lower(c) && lower(c) <= 'z' || '0' <= c && c <= '9' ||
 		c == '-' || c == '.' || c == '_' || c == '~'
-}
-
-// subDelim reports whether c is one of RFC 3986's sub-delims (section 2.2).
-func subDelim(c byte) bool {
-	switch c {
-	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=':
-		return true
-	}
-	return false
 }
 
 func lower(c byte) byte {
