@@ -259,3 +259,47 @@ func TestStalledBodyTimesOut(t *testing.T) {
 		t.Fatalf("the backend recorded %d complete requests", n)
 	}
 }
+
+// TestLingeringBounded: past maxLingering, a refused upload's connection
+// closes at once instead of lingering, so lingering connections cannot
+// pile up beyond the bound.
+func TestLingeringBounded(t *testing.T) {
+	old := maxLingering
+	maxLingering = 2
+	defer func() { maxLingering = old }()
+	a := newAuthRoutes(t, target.Strict)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	lingered := 0
+	for i := range 6 {
+		c, err := net.Dial("tcp", a.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "POST /admin/x HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nx")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 401 {
+			t.Fatalf("upload %d: %v %v", i, resp, err)
+		}
+		io.ReadAll(resp.Body)
+		// A lingering connection still takes bytes; a closed one resets.
+		c.Write(make([]byte, 64<<10))
+		time.Sleep(20 * time.Millisecond)
+		if _, err := c.Write(make([]byte, 64<<10)); err == nil {
+			lingered++
+		}
+	}
+	if lingered > 2 {
+		t.Fatalf("%d connections lingered, bound 2", lingered)
+	}
+	if lingered == 0 {
+		t.Fatal("no connection lingered")
+	}
+}

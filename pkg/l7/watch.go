@@ -80,11 +80,13 @@ type watchdog struct {
 	header, idle, write, read, tunnel int64 // ns
 	tick                              int64 // ns
 
-	mu       sync.Mutex
-	conns    map[*timed]struct{}
-	stopping bool
-	start    sync.Once
-	stop     chan struct{}
+	mu    sync.Mutex
+	conns map[*timed]struct{}
+	// lingering counts the connections closing in lingerClose.
+	lingering atomic.Int64
+	stopping  bool
+	start     sync.Once
+	stop      chan struct{}
 }
 
 func newWatchdog(header, idle, write, read, tunnel time.Duration) *watchdog {
@@ -328,6 +330,12 @@ const (
 	lingerBytes = 64 << 20
 )
 
+// maxLingering bounds the connections of a Server that linger at once: they
+// no longer count against max_connections, so without a bound a client could
+// hold descriptors by the thousand with refused uploads. Past it a
+// connection closes at once. A variable for tests.
+var maxLingering int64 = 1024
+
 type tlsServerConn struct {
 	*serverConn
 	tc *tls.Conn
@@ -452,12 +460,19 @@ func (c *serverConn) Close() error {
 	c.w.forget(&c.timed)
 	if c.linger {
 		c.linger = false
-		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-			// The answer is out, with a FIN after it; reading on lets the
-			// client see it before the close resets the connection.
-			go lingerClose(c.Conn)
-			return nil
+		if n := c.w.lingering.Add(1); n <= maxLingering {
+			if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				// The answer is out, with a FIN after it; reading on lets
+				// the client see it before the close resets the
+				// connection.
+				go func() {
+					lingerClose(c.Conn)
+					c.w.lingering.Add(-1)
+				}()
+				return nil
+			}
 		}
+		c.w.lingering.Add(-1)
 	}
 	return c.Conn.Close()
 }
