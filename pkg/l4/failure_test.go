@@ -213,3 +213,49 @@ func TestWheel(t *testing.T) {
 		t.Fatalf("wheel not empty: %d", w.live)
 	}
 }
+
+// TestWheelSleepsToNextEntry: the epoll timeout reaches to the next tick
+// that holds an entry, not to the next tick, so a loop whose connections
+// all have minutes to go wakes once per wheel span rather than every tick.
+func TestWheelSleepsToNextEntry(t *testing.T) {
+	const tick, slots = int64(10), 4096
+	w := newWheel(tick, slots, 0)
+	if d := w.untilNext(0); d != -1 {
+		t.Fatalf("empty wheel: %d", d)
+	}
+	far := int64(600_000) // beyond the span of 40960
+	w.add(timerRef{slot: 1}, far)
+	if d := w.untilNext(0); d != (slots-1)*tick {
+		t.Fatalf("one far entry: sleep %d, want %d (the last slot)", d, (slots-1)*tick)
+	}
+	w.add(timerRef{slot: 2}, 25)
+	if d := w.untilNext(7); d != 30-7 {
+		t.Fatalf("entry due at 25: sleep %d, want %d", d, 30-7)
+	}
+	fires, wakeups := 0, 0
+	now := int64(7)
+	for now < far+tick {
+		d := w.untilNext(now)
+		if d < 0 {
+			t.Fatal("the far entry was lost")
+		}
+		now += d
+		wakeups++
+		w.advance(now, func(r timerRef, _ int64) {
+			fires++
+			if r.slot == 1 && now < far {
+				w.add(r, far) // not due yet: filed again, as fireTimer does
+			}
+		})
+		if r := w.live; r == 0 {
+			break
+		}
+	}
+	if now < far || now > far+tick {
+		t.Fatalf("the far entry fired at %d, want %d..%d", now, far, far+tick)
+	}
+	// One wakeup for the near entry, then about one per span: 600000/40960.
+	if wakeups > 20 {
+		t.Fatalf("%d wakeups and %d fires to reach a deadline %d ticks away", wakeups, fires, far/tick)
+	}
+}

@@ -54,14 +54,22 @@ func (w *wheel) add(ref timerRef, deadline int64) int64 {
 // advance processes every tick that has fully passed by now, calling fire
 // for each entry in them. fire files the connection again when it has not
 // expired; it must not rely on entries of the current tick being visited in
-// any order.
+// any order. Empty ticks are skipped, not walked: after a long sleep the
+// cost is the filed entries', not the elapsed time's.
 func (w *wheel) advance(now int64, fire func(ref timerRef, tick int64)) {
-	end := now / w.tick // ticks strictly before end have passed
+	end := now / w.tick // ticks up to end have begun, so their deadlines passed
 	for w.next <= end {
+		t := w.nextFiled()
+		if t < 0 || t > end {
+			// Nothing is due before end: every filed entry's tick is
+			// later, and stays in the window from the new next on.
+			w.next = end + 1
+			return
+		}
+		w.next = t
 		i := w.next % int64(len(w.slots))
 		refs := w.slots[i]
 		w.slots[i] = refs[:0:0]
-		t := w.next
 		w.next++
 		w.live -= len(refs)
 		for _, r := range refs {
@@ -76,13 +84,35 @@ func (w *wheel) advance(now int64, fire func(ref timerRef, tick int64)) {
 	}
 }
 
-// untilNext is how long until the next tick with entries could fire, for
-// the epoll timeout; -1 when nothing is filed.
-func (w *wheel) untilNext(now int64) int64 {
+// nextFiled is the first tick from w.next on whose slot holds entries, or
+// -1 when none does. Each slot of the window from w.next holds the entries
+// of exactly one tick, since add never files before w.next nor a full span
+// after it.
+func (w *wheel) nextFiled() int64 {
 	if w.live == 0 {
 		return -1
 	}
-	d := w.next*w.tick - now
+	n := int64(len(w.slots))
+	for k := int64(0); k < n; k++ {
+		if len(w.slots[(w.next+k)%n]) > 0 {
+			return w.next + k
+		}
+	}
+	return -1
+}
+
+// untilNext is how long until the next tick with entries fires, for the
+// epoll timeout; -1 when nothing is filed. A loop whose connections are all
+// idle therefore sleeps until the first of their deadlines (or a wheel's
+// span, for deadlines beyond it), not from tick to tick.
+func (w *wheel) untilNext(now int64) int64 {
+	t := w.nextFiled()
+	if t < 0 {
+		return -1
+	}
+	// Tick t holds deadlines up to its start (tickOf rounds up), and
+	// advance processes it from then on.
+	d := t*w.tick - now
 	if d < 0 {
 		d = 0
 	}

@@ -120,3 +120,33 @@ func TestUnitFile(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestNotifyNeverBlocks: with a notification socket that nobody reads, its
+// queue full, sending returns at once with an error instead of waiting.
+func TestNotifyNeverBlocks(t *testing.T) {
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	t.Setenv("NOTIFY_SOCKET", sockPath)
+	done := make(chan int, 1)
+	go func() {
+		lost := 0
+		for range 200 {
+			if notify("RELOADING=1") != nil {
+				lost++
+			}
+		}
+		done <- lost
+	}()
+	select {
+	case lost := <-done:
+		if lost == 0 {
+			t.Fatal("200 notifications to a socket nobody reads all went through")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("notify blocked on a full notification socket")
+	}
+}

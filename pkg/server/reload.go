@@ -31,8 +31,8 @@ var errNoConfigFile = errors.New("this lbd was not started from a config file")
 func (s *Server) Reload() (admin.Reload, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-	defer notify("READY=1")
+	s.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
+	defer s.notify("READY=1")
 
 	rec := admin.Reload{At: time.Now()}
 	err := errNoConfigFile

@@ -23,7 +23,7 @@ func Run(cfg *config.Config, opts Options, signals <-chan os.Signal) error {
 		return err
 	}
 	s.metricsReg.Loaded(time.Now(), false)
-	notify("READY=1")
+	s.notify("READY=1")
 	for sig := range signals {
 		if sig == syscall.SIGHUP {
 			s.Reload() // logged and counted inside
@@ -31,7 +31,7 @@ func Run(cfg *config.Config, opts Options, signals <-chan os.Signal) error {
 		}
 		break
 	}
-	notify("STOPPING=1")
+	s.notify("STOPPING=1")
 	ctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout())
 	defer cancel()
 	go func() {
