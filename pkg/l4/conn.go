@@ -52,7 +52,12 @@ type conn struct {
 	up, down  half // client→backend, backend→client
 	timerTick int64
 	deadline  int64 // header or connect deadline
-	lastSeen  int64 // last time a byte moved, for idle_timeout
+	// lastSeen is the last time the connection made progress, for
+	// idle_timeout: a byte read from either side, a byte written or
+	// spliced to either side, or, seen when the timeout comes due, a
+	// peer's unsent queue that changed (outq).
+	lastSeen int64
+	outq     [2]int // each side's unsent queue when idle_timeout last came due
 
 	ln      *Listener
 	cfg     *ListenerConfig
@@ -104,6 +109,7 @@ func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
 	c.rd = [2]bool{true, false}
 	c.wr = [2]bool{true, false}
 	c.hup = [2]bool{}
+	c.outq = [2]int{}
 	c.up, c.down = half{}, half{}
 	c.timerTick = -1
 	c.ln, c.cfg = ln, cfg
@@ -416,6 +422,7 @@ func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 				return pumpFailed
 			}
 			h.n -= n
+			c.lastSeen = l.now // delivery is progress: a slow reader is never idle
 			l.account(c, toBackend, n)
 			if h.n > 0 {
 				continue
@@ -552,16 +559,75 @@ func (l *loop) expire(c *conn) {
 	case stConnecting:
 		l.connectFailed(c, unix.ETIMEDOUT)
 	case stForwarding:
+		if l.peersDraining(c) {
+			// A peer is still taking bytes lbd already handed to the
+			// kernel: a slow reader, not an idle connection.
+			c.lastSeen = l.now
+			l.arm(c)
+			return
+		}
 		l.log.Debug("idle timeout", "listener", c.cfg.Name)
+		// With bytes still undelivered (a peer stopped reading), closeConn
+		// resets both sides.
 		l.closeConn(c, false)
 	}
 }
 
+// peersDraining reports whether either peer's unsent queue (bytes written
+// to the socket that the peer has not acknowledged yet) holds bytes and has
+// changed since idle_timeout last came due, and notes the queues. A peer
+// that reads slowly keeps its queue moving without lbd writing, since lbd
+// writes again only once a good part of the queue has gone.
+func (l *loop) peersDraining(c *conn) bool {
+	moved := false
+	for s, fd := range c.fd {
+		q := 0
+		if fd >= 0 {
+			if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil {
+				q = n
+			}
+		}
+		if q > 0 && q != c.outq[s] {
+			moved = true
+		}
+		c.outq[s] = q
+	}
+	return moved
+}
+
+// undelivered reports whether c holds bytes one side sent that the other
+// has not been given: in a pipe, or still unread in a socket's receive
+// queue. Closing such a connection with a FIN would tell a peer that the
+// stream ended normally when it was cut.
+func (l *loop) undelivered(c *conn) bool {
+	if c.up.n > 0 || c.down.n > 0 {
+		return true
+	}
+	for _, fd := range c.fd {
+		if fd < 0 {
+			continue
+		}
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // closeConn ends c. With reset, both sides see a reset rather than a FIN:
 // one side failed, and the other must not mistake that for a clean end.
+//
+// Invariant: a FIN to a peer means that every byte the other side sent has
+// been delivered to it. So when c still holds undelivered bytes (see
+// undelivered), it is reset whatever the caller asked: an idle timeout
+// with a peer that stopped reading, a shutdown_timeout that cuts a
+// transfer, a PROXY header refused with data behind it.
 func (l *loop) closeConn(c *conn, reset bool) {
 	if c.state == stFree {
 		return
+	}
+	if !reset && !(c.up.shut && c.down.shut) && l.undelivered(c) {
+		reset = true
 	}
 	for s := range c.fd {
 		if fd := c.fd[s]; fd >= 0 {

@@ -1,0 +1,160 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// streamBackend writes size bytes of a known pattern to every connection,
+// then closes it (a FIN after the last byte).
+func streamBackend(t testing.TB, size int) func(net.Conn) {
+	return func(c net.Conn) {
+		const chunk = 64 << 10
+		pat := make([]byte, chunk+251)
+		for i := range pat {
+			pat[i] = byte(i % 251)
+		}
+		for sent := 0; sent < size; {
+			n := min(size-sent, chunk)
+			off := sent % 251 // the pattern goes by offset in the stream
+			if _, err := c.Write(pat[off : off+n]); err != nil {
+				return
+			}
+			sent += n
+		}
+	}
+}
+
+// readSlowly reads from c at about rate bytes a second until EOF or an
+// error, checking the pattern, and returns how much it read and how it
+// ended.
+func readSlowly(c net.Conn, rate int) (int, error) {
+	buf := make([]byte, rate/20)
+	got := 0
+	for {
+		n, err := io.ReadFull(c, buf)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+		for i := 0; i < n; i++ {
+			if buf[i] != byte((got+i)%251) {
+				return got + i, errors.New("corrupt byte")
+			}
+		}
+		got += n
+		if err != nil {
+			return got, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestIdleTimeoutSparesSlowReader: a client reading far slower than its
+// backend sends is making progress; idle_timeout never cuts it, and it
+// gets every byte and then the FIN.
+func TestIdleTimeoutSparesSlowReader(t *testing.T) {
+	// lbd writes to the client again only once its send queue (megabytes,
+	// autotuned) has drained by a good part, which at this rate takes
+	// longer than the timeout: only the queue moving shows the progress.
+	const size = 6 << 20
+	e := testEngine(t, Options{Loops: 1})
+	be := listen(t, "tcp", "127.0.0.1:0", streamBackend(t, size))
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), func(c *ListenerConfig) { c.IdleTimeout = 100 * time.Millisecond })
+	c := dial(t, ln.Addr())
+	c.SetReadBuffer(16 << 10)
+	got, err := readSlowly(c, 2<<20) // about 3 s
+	if got != size || err != io.EOF {
+		t.Fatalf("read %d of %d bytes, ended by %v", got, size, err)
+	}
+}
+
+// TestIdleTimeoutStalledReaderReset: a client that stops reading with
+// bytes still on their way is cut at idle_timeout, and both it and the
+// backend see a reset, never a FIN that would pass for the end of the
+// stream.
+func TestIdleTimeoutStalledReaderReset(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	backendErr := make(chan error, 1)
+	be := listen(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				backendErr <- err
+				return
+			}
+		}
+	})
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), func(c *ListenerConfig) { c.IdleTimeout = 300 * time.Millisecond })
+	c := dial(t, ln.Addr())
+	c.SetReadBuffer(16 << 10)
+	first := make([]byte, 1000)
+	if _, err := io.ReadFull(c, first); err != nil {
+		t.Fatal(err)
+	}
+	// Stall well past the timeout (twice over: the first expiry may still
+	// see the kernel queue move), then read what is left.
+	time.Sleep(1500 * time.Millisecond)
+	_, err := io.Copy(io.Discard, c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client: stream ended by %v, want a reset", err)
+	}
+	select {
+	case err := <-backendErr:
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("backend: %v, want a reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend was never told")
+	}
+}
+
+// TestShutdownResetsCutTransfers: connections still carrying data when the
+// shutdown grace period ends are reset, not closed with a FIN that would
+// make a cut download look complete; an idle one gets its FIN.
+func TestShutdownResetsCutTransfers(t *testing.T) {
+	e, err := New(Options{Loops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	defer e.Close()
+	be := listen(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		buf := make([]byte, 1)
+		if _, err := c.Read(buf); err != nil || buf[0] != 'x' {
+			io.Copy(io.Discard, c) // the idle one: waits for its end
+			return
+		}
+		big := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(big); err != nil {
+				return
+			}
+		}
+	})
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), nil)
+	busy := dial(t, ln.Addr())
+	busy.SetReadBuffer(16 << 10)
+	busy.Write([]byte("x"))
+	if _, err := io.ReadFull(busy, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	idle := dial(t, ln.Addr())
+	idle.Write([]byte("i"))
+	waitFor(t, "two connections", func() bool { return e.Active() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	e.Shutdown(ctx)
+	e.Close()
+	if _, err := io.Copy(io.Discard, busy); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the cut transfer ended by %v, want a reset", err)
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("the idle connection: %d bytes, %v; want a FIN", n, err)
+	}
+}
