@@ -170,6 +170,12 @@ func (l *loop) connect(c *conn) {
 		}
 		c.tried.Add(idx)
 		b := snap.Backends[idx]
+		if b.Admin() != pool.Active {
+			// Drained or disabled since the snapshot was taken (a retry
+			// reuses the first attempt's): the operator's word holds at
+			// every dial. It does not use up a retry.
+			continue
+		}
 		if m := b.MaxConn.Load(); m > 0 && b.Active.Load() >= m {
 			// A full backend is skipped; it does not use up a retry.
 			continue
@@ -285,6 +291,16 @@ func localConnectError(err error) bool {
 
 func (l *loop) connected(c *conn) {
 	b := c.backend
+	if b.Admin() != pool.Active {
+		// Drained or disabled while the connect was under way: no byte
+		// has gone to it yet, so the client goes to another backend.
+		b.Active.Add(-1)
+		c.backend = nil
+		rawResetClose(c.fd[sideBackend])
+		c.fd[sideBackend] = -1
+		l.connect(c)
+		return
+	}
 	b.Stats(l.id).Connections.Add(1)
 	// The connect started ConnectTimeout before its deadline.
 	c.cfg.Pool.ObserveConnect(l.id, time.Duration(l.now-c.deadline)+c.cfg.ConnectTimeout)

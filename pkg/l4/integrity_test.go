@@ -158,3 +158,39 @@ func TestShutdownResetsCutTransfers(t *testing.T) {
 		t.Fatalf("the idle connection: %d bytes, %v; want a FIN", n, err)
 	}
 }
+
+// TestAdminStateAtEveryDial: a backend disabled or drained while a
+// connection is still connecting elsewhere is not the one its retry lands
+// on: the retry reuses the first attempt's snapshot, but the operator's
+// state is read at each dial.
+func TestAdminStateAtEveryDial(t *testing.T) {
+	for _, state := range []string{"disable", "drain"} {
+		t.Run(state, func(t *testing.T) {
+			hole := blackhole(t)
+			live := listen(t, "tcp", "127.0.0.1:0", echo)
+			e := testEngine(t, Options{Loops: 1})
+			p := testPool(t, 1, "wrr", hole, live)
+			ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.ConnectTimeout = 400 * time.Millisecond; c.Retries = 1 })
+			bLive := p.Backend(live.String())
+			c := dial(t, ln.Addr())
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write([]byte("x"))
+			// The first pick of a fresh wrr pool is the first backend, the
+			// black hole: the connection waits there until its timeout.
+			time.Sleep(100 * time.Millisecond)
+			if bLive.Active.Load() != 0 {
+				t.Skip("the first pick was the live backend")
+			}
+			if state == "disable" {
+				p.Disable(bLive)
+			} else {
+				p.Drain(bLive)
+			}
+			buf := make([]byte, 1)
+			n, _ := c.Read(buf)
+			if n != 0 || bLive.Stats(0).Connections.Load() != 0 {
+				t.Fatalf("after %s, the retry reached the live backend (%d bytes echoed)", state, n)
+			}
+		})
+	}
+}
