@@ -353,8 +353,9 @@ func (l *loop) sendProxyHeader(c *conn) bool {
 }
 
 // park puts bytes that the destination would not take into h's pipe. The
-// pipe is empty when this is called and at least as large as the copy
-// buffer, so the write takes everything.
+// pipe is empty when this is called, and b is no longer than the pool's
+// floor, the least capacity a pipe can have, so the write takes
+// everything.
 func (l *loop) park(c *conn, h *half, b []byte) bool {
 	if !h.held {
 		p, err := l.getPipe()
@@ -514,7 +515,7 @@ func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 		}
 		// Never read more than a pipe can take: a partial write parks
 		// the rest in one.
-		n, err := rawRead(sfd, l.buf[:min(len(l.buf), l.pipes.minCap)])
+		n, err := rawRead(sfd, l.buf[:min(len(l.buf), l.pipes.floor)])
 		if err != nil {
 			if err == unix.EAGAIN {
 				c.rd[src] = false
@@ -529,7 +530,7 @@ func (l *loop) pump(c *conn, h, other *half, src, dst int) int {
 		moved += n
 		c.lastSeen = l.now
 		l.stats.CopiedBytes.Add(uint64(n))
-		if n == min(len(l.buf), l.pipes.minCap) {
+		if n == min(len(l.buf), l.pipes.floor) {
 			h.bulk = true
 		} else if !c.hup[src] {
 			// A short read from a stream socket emptied its receive

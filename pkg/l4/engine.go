@@ -15,6 +15,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,9 +206,10 @@ type LoopStats struct {
 
 // Engine runs the event loops.
 type Engine struct {
-	opts  Options
-	loops []*loop
-	stats []LoopStats
+	opts   Options
+	loops  []*loop
+	stats  []LoopStats
+	budget pipeBudget
 
 	mu        sync.Mutex
 	listeners []*Listener
@@ -218,6 +221,17 @@ type Engine struct {
 func New(opts Options) (*Engine, error) {
 	opts.setDefaults()
 	e := &Engine{opts: opts, stats: make([]LoopStats, opts.Loops)}
+	e.budget = readPipeBudget(opts.PipeSize)
+	if e.budget.limited {
+		// Idle pipes count against the budget too: keep few enough that
+		// most of it stays for connections in flight.
+		if perLoop := e.budget.pipes / (4 * opts.Loops); perLoop < e.opts.MaxIdlePipes {
+			e.opts.MaxIdlePipes = max(perLoop, 1)
+		}
+		opts.Logger.Info("pipe budget", "soft_limit_pages", e.budget.pages, "full_size_pipes", e.budget.pipes,
+			"pipe_size", opts.PipeSize, "idle_pipes_per_loop", e.opts.MaxIdlePipes,
+			"note", "past it pipes are 8 KiB: bulk transfers take more system calls, none fails")
+	}
 	for i := 0; i < opts.Loops; i++ {
 		l, err := newLoop(e, i)
 		if err != nil {
@@ -231,6 +245,46 @@ func New(opts Options) (*Engine, error) {
 
 // Loops is the number of event loops.
 func (e *Engine) Loops() int { return len(e.loops) }
+
+// pipeBudget is what Linux lets this process hold in pipes.
+type pipeBudget struct {
+	// limited is set for an unprivileged process (without CAP_SYS_RESOURCE
+	// or CAP_SYS_ADMIN) under a soft limit: past fs.pipe-user-pages-soft
+	// pages, counted over all of its user's pipes, new pipes get two
+	// pages and F_SETPIPE_SZ fails.
+	limited bool
+	pages   int // fs.pipe-user-pages-soft
+	pipes   int // pipes of the configured size that fit in it
+}
+
+// readPipeBudget learns the budget from /proc.
+func readPipeBudget(pipeSize int) pipeBudget {
+	b, err := os.ReadFile("/proc/sys/fs/pipe-user-pages-soft")
+	if err != nil {
+		return pipeBudget{}
+	}
+	pages, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pages <= 0 || privilegedForPipes() {
+		return pipeBudget{}
+	}
+	return pipeBudget{limited: true, pages: pages, pipes: pages / max(1, pipeSize/4096)}
+}
+
+// privilegedForPipes reports whether this process has CAP_SYS_RESOURCE or
+// CAP_SYS_ADMIN in its effective set, which exempt it from the pipe limits.
+func privilegedForPipes() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<unix.CAP_SYS_RESOURCE|1<<unix.CAP_SYS_ADMIN) != 0
+		}
+	}
+	return false
+}
 
 // Stats returns loop i's counters.
 func (e *Engine) Stats(i int) *LoopStats { return &e.stats[i] }

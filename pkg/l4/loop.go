@@ -126,7 +126,7 @@ func newLoop(e *Engine, id int) (*loop, error) {
 		log:      e.opts.Logger.With("loop", id),
 		stats:    &e.stats[id],
 		events:   make([]unix.EpollEvent, eventsPerWait),
-		pipes:    newPipePool(e.opts.PipeSize, e.opts.MaxIdlePipes),
+		pipes:    newPipePool(e.opts.PipeSize, e.opts.MaxIdlePipes, e.budget.limited),
 		scratch:  make([]byte, proxyHeaderMax),
 		base:     time.Now(),
 	}

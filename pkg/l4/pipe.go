@@ -8,6 +8,7 @@ import (
 // one connection while bytes are in flight.
 type pipe struct {
 	r, w int
+	cap  int // capacity in bytes, as F_GETPIPE_SZ reported it
 }
 
 // pipePool keeps empty pipes for reuse by one event loop. It is owned by
@@ -21,19 +22,32 @@ type pipePool struct {
 	max     int // most idle pipes kept
 	size    int // capacity asked for with F_SETPIPE_SZ
 	created uint64
-	// minCap is the smallest capacity any pipe got. F_SETPIPE_SZ can
-	// fail (an unprivileged user past pipe-user-pages-soft gets small
-	// pipes); reads through the copy buffer never exceed it, so a partial
-	// write always fits into a pipe.
-	minCap int
+	// floor is the least capacity any pipe of this pool can have, and so
+	// the most the copy path reads at once: a partial write parks the
+	// rest in a pipe, which must take all of it. For a privileged process
+	// it is size. An unprivileged user past fs.pipe-user-pages-soft gets
+	// pipes of two pages, which F_SETPIPE_SZ cannot grow, so its floor is
+	// minPipeCap from the start: knowing it only once a small pipe came
+	// would be too late for the read already made.
+	floor int
 }
+
+// minPipeCap is the capacity of a pipe made by an unprivileged user past
+// fs.pipe-user-pages-soft: two pages.
+const minPipeCap = 2 * 4096
 
 // defaultPipeCap is the capacity of a pipe that F_SETPIPE_SZ did not
 // resize; fcntl(F_GETPIPE_SZ) reports the real one.
 const defaultPipeCap = 64 << 10
 
-func newPipePool(size, maxIdle int) *pipePool {
-	return &pipePool{size: size, max: maxIdle, free: make([]pipe, 0, maxIdle), minCap: max(size, defaultPipeCap)}
+func newPipePool(size, maxIdle int, limited bool) *pipePool {
+	// A privileged process gets its size, or the default capacity should
+	// F_SETPIPE_SZ fail (past fs.pipe-max-size).
+	floor := min(size, defaultPipeCap)
+	if limited {
+		floor = minPipeCap
+	}
+	return &pipePool{size: size, max: maxIdle, free: make([]pipe, 0, maxIdle), floor: floor}
 }
 
 func (pp *pipePool) get() (pipe, error) {
@@ -49,14 +63,15 @@ func (pp *pipePool) get() (pipe, error) {
 	pp.created++
 	if pp.size > 0 {
 		// An error leaves a smaller pipe, which still works: bulk
-		// transfers take more splice calls, and copy reads shrink to
-		// fit (minCap).
+		// transfers take more splice calls, and copy reads never exceed
+		// floor.
 		unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pp.size)
 	}
-	if c, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETPIPE_SZ, 0); err == nil && c > 0 && c < pp.minCap {
-		pp.minCap = c
+	c, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETPIPE_SZ, 0)
+	if err != nil || c <= 0 {
+		c = minPipeCap
 	}
-	return pipe{r: fds[0], w: fds[1]}, nil
+	return pipe{r: fds[0], w: fds[1], cap: c}, nil
 }
 
 // put returns an empty pipe to the pool.
