@@ -266,7 +266,8 @@ func TestStalledBodyTimesOut(t *testing.T) {
 func TestLingeringBounded(t *testing.T) {
 	old := maxLingering
 	maxLingering = 2
-	defer func() { maxLingering = old }()
+	// Restored after the server's own cleanup, which runs first.
+	t.Cleanup(func() { maxLingering = old })
 	a := newAuthRoutes(t, target.Strict)
 	var conns []net.Conn
 	defer func() {

@@ -120,6 +120,31 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 	return c
 }
 
+// maxUploadsPerBackend bounds the backend connections that streamed request
+// bodies may hold at once, half of MaxConnsPerBackend: a body comes at the
+// client's pace (read_timeout bounds it), so without a share of their own,
+// slow uploads could take every connection and leave other requests 502.
+const maxUploadsPerBackend = MaxConnsPerBackend / 2
+
+// startUpload takes one of b's upload shares, and reports false when none
+// is left.
+func (s *Server) startUpload(b *pool.Backend) bool {
+	v, _ := s.uploads.LoadOrStore(b, new(atomic.Int32))
+	n := v.(*atomic.Int32)
+	if n.Add(1) > maxUploadsPerBackend {
+		n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// endUpload gives back the share startUpload took.
+func (s *Server) endUpload(b *pool.Backend) {
+	if v, ok := s.uploads.Load(b); ok {
+		v.(*atomic.Int32).Add(-1)
+	}
+}
+
 // pruneClients drops the pools of backends no route of st leads to.
 func (s *Server) pruneClients(st *state) {
 	live := map[*pool.Backend]bool{}
@@ -133,6 +158,7 @@ func (s *Server) pruneClients(st *state) {
 	s.clients.Range(func(k, v any) bool {
 		if !live[k.(*pool.Backend)] {
 			s.clients.Delete(k)
+			s.uploads.Delete(k)
 			v.(*fasthttp.HostClient).CloseIdleConnections()
 		}
 		return true
@@ -174,7 +200,19 @@ func (p *proxyStage) serve(x *exchange) {
 	r := x.route
 	p.prepareRequest(x)
 	if req.IsBodyStream() {
-		if !x.takeSmallBody() {
+		switch taken, err := x.takeSmallBody(); {
+		case err != nil:
+			// The client stopped sending before its small body was in:
+			// no backend needs to hear of it.
+			if timedOut(err) {
+				x.st.owner.reject(reasonTimeout)
+				ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+			} else {
+				ctx.Error("bad request", fasthttp.StatusBadRequest)
+			}
+			x.lingerClose()
+			return
+		case !taken:
 			x.body.start(x)
 			req.SetBodyStream(&x.body, req.Header.ContentLength())
 		}
@@ -187,35 +225,48 @@ func (p *proxyStage) serve(x *exchange) {
 		return
 	}
 	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
-	attempts := 1
-	if idempotent(req.Header.Method()) {
-		attempts += x.st.cfg.Retries
-	}
+	// Only a connect failure tries another backend, whatever the method:
+	// the request never left, so nothing can happen twice.
+	attempts := 1 + x.st.cfg.Retries
 	streaming := wantsEventStream(req.Header.Peek("Accept"))
+	uploadsFull := false
 	for attempt := 0; attempt < attempts && x.tried.Len() < balancer.MaxTried; attempt++ {
 		b, loop := x.pick(snap, key)
 		if b == nil {
 			break
 		}
+		if x.body.src != nil && !p.s.startUpload(b) {
+			// This backend's connections are taken by streamed uploads
+			// up to their share: another backend, or 503.
+			uploadsFull = true
+			continue
+		}
 		hc := p.s.client(b, x.st)
 		stats := b.Stats(loop)
 
 		b.Active.Add(1)
-		resp.Reset()
+		// The backend's answer goes into a response of its own, so that
+		// what the client's side decides about its connection (a
+		// Connection: close, HTTP/1.0) never closes the backend's.
+		br := fasthttp.AcquireResponse()
 		// A response without a Content-Type goes on without one.
-		resp.Header.SetNoDefaultContentType(true)
+		br.Header.SetNoDefaultContentType(true)
 		// The body is never read whole here: a small one is read into a
 		// bounded buffer once the header is in (bufferSmall), anything
 		// larger or of unknown length goes on to the client as it comes,
 		// at the client's pace, so memory stays bounded whatever the size.
-		resp.StreamBody = true
-		err := hc.Do(req, resp)
+		br.StreamBody = true
+		err := hc.Do(req, br)
 		if err == nil {
-			err = p.checkResponse(x, streaming)
+			err = p.checkResponse(x, br, streaming)
 		}
-		b.Active.Add(-1)
+		if x.body.src != nil {
+			p.s.endUpload(b)
+		}
 
 		if err != nil && isDialError(err) {
+			b.Active.Add(-1)
+			fasthttp.ReleaseResponse(br)
 			stats.ConnectErrors.Add(1)
 			r.Pool.ConnectFailed(b)
 			continue
@@ -223,6 +274,8 @@ func (p *proxyStage) serve(x *exchange) {
 		stats.Connections.Add(1)
 		stats.BytesToBackend.Add(uint64(req.Header.Len() + len(req.Header.RequestURI()) + max(x.body.n, len(req.Body()))))
 		if err != nil {
+			b.Active.Add(-1)
+			fasthttp.ReleaseResponse(br)
 			resp.Reset()
 			switch {
 			case x.body.tooLarge:
@@ -246,20 +299,79 @@ func (p *proxyStage) serve(x *exchange) {
 		}
 		r.Pool.ConnectSucceeded(b)
 		x.backend = b.Name
-		stats.BytesToClient.Add(uint64(resp.Header.Len() + max(bodyLen(resp), 0)))
+		br.Header.CopyTo(&resp.Header)
+		if br.IsBodyStream() {
+			// The backend's connection stays busy, and counted, until
+			// the client has the whole body (streamTail).
+			resp.SetBodyStream(newStreamTail(br, b, stats), br.Header.ContentLength())
+		} else {
+			// The buffers change hands, so both stay with their pools.
+			br.SwapBody(resp.SwapBody(br.SwapBody(nil)))
+			stats.BytesToClient.Add(uint64(len(resp.Body())))
+			b.Active.Add(-1)
+			fasthttp.ReleaseResponse(br)
+		}
 		stripHop(&resp.Header, responseHeaders(&resp.Header), nil, nil)
 		// The backend's Connection: close concerns its own connection, not
 		// the client's.
 		resp.Header.ResetConnectionClose()
 		return
 	}
-	r.stats.backendErrors.Add(1)
 	resp.Reset()
-	ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+	if uploadsFull {
+		r.stats.noBackend.Add(1)
+		ctx.Error("backends busy with uploads", fasthttp.StatusServiceUnavailable)
+	} else {
+		r.stats.backendErrors.Add(1)
+		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+	}
 	if x.body.src != nil {
 		// The body was never read: the connection cannot go on.
 		x.lingerClose()
 	}
+}
+
+// streamTail passes a streamed response body on to the client. The
+// backend connection it reads from is counted active until the body ends,
+// and the bytes that went through are counted then; closing it releases
+// the backend's response, which returns the connection to its pool or
+// closes it.
+type streamTail struct {
+	br    *fasthttp.Response
+	b     *pool.Backend
+	stats *pool.LoopStats
+	n     int
+}
+
+var streamTails = sync.Pool{New: func() any { return new(streamTail) }}
+
+func newStreamTail(br *fasthttp.Response, b *pool.Backend, stats *pool.LoopStats) *streamTail {
+	t := streamTails.Get().(*streamTail)
+	*t = streamTail{br: br, b: b, stats: stats}
+	return t
+}
+
+func (t *streamTail) Read(p []byte) (int, error) {
+	n, err := t.br.BodyStream().Read(p)
+	t.n += n
+	return n, err
+}
+
+// CloseWithError is how fasthttp ends a body stream, with the error that
+// stopped the write, if any.
+func (t *streamTail) CloseWithError(err error) error {
+	if t.br == nil {
+		return nil
+	}
+	if c, ok := t.br.BodyStream().(fasthttp.ReadCloserWithError); ok {
+		c.CloseWithError(err)
+	}
+	fasthttp.ReleaseResponse(t.br)
+	t.b.Active.Add(-1)
+	t.stats.BytesToClient.Add(uint64(t.n))
+	*t = streamTail{}
+	streamTails.Put(t)
+	return nil
 }
 
 // smallBody is the largest request body of known length read whole once
@@ -269,27 +381,25 @@ func (p *proxyStage) serve(x *exchange) {
 const smallBody = 8 << 10
 
 // takeSmallBody reads a streamed body of known length up to smallBody into
-// the request, and reports whether it did.
-func (x *exchange) takeSmallBody() bool {
+// the request, and reports whether it did, or why the body did not come.
+func (x *exchange) takeSmallBody() (bool, error) {
 	req := &x.ctx.Request
 	cl := req.Header.ContentLength()
 	if cl < 0 || cl > smallBody {
-		return false
+		return false, nil
 	}
 	buf := smallBodies.Get().(*[streamThreshold + 1]byte)
 	defer smallBodies.Put(buf)
 	n, err := io.ReadFull(req.BodyStream(), buf[:cl])
-	x.body.n = n
 	if err != nil {
-		// Forwarded as it is, the stream fails again where this did.
-		x.body.n = 0
-		return false
+		return false, err
 	}
+	x.body.n = n
 	req.SetBody(buf[:n])
 	if c := clientConn(x.ctx.Conn()); c != nil {
 		c.busy()
 	}
-	return true
+	return true, nil
 }
 
 // lingerClose answers the request with Connection: close while the client
@@ -320,8 +430,7 @@ var errTooLongFor10 = errors.New("l7: response of unknown length too long for an
 // checkResponse vets a backend's response and sets how its body goes on:
 // read whole when small (bufferSmall), streamed otherwise. lbd answers in
 // HTTP/1.1 whatever its backends speak.
-func (p *proxyStage) checkResponse(x *exchange, streaming bool) error {
-	resp := &x.ctx.Response
+func (p *proxyStage) checkResponse(x *exchange, resp *fasthttp.Response, streaming bool) error {
 	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		if c, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
 			c.CloseWithError(errUnexpected101)

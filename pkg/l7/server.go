@@ -118,8 +118,8 @@ type Config struct {
 	// ConnectTimeout bounds a connect to a backend; default
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// Retries is how many other backends an idempotent request may try
-	// after a connect failure. Default 0.
+	// Retries is how many other backends a request may try after a
+	// connect failure, whatever its method: it never left. Default 0.
 	Retries int
 	// Now is the clock for rate limits and auth; nil means time.Now.
 	Now func() time.Time
@@ -159,6 +159,7 @@ type Server struct {
 
 	clientsMu sync.Mutex
 	clients   sync.Map // *pool.Backend → *fasthttp.HostClient
+	uploads   sync.Map // *pool.Backend → *atomic.Int32, streamed uploads under way
 
 	// rejectedBase counts the connections refused at MaxConnections by
 	// the servers this one succeeded.
@@ -242,8 +243,11 @@ func (s *Server) Successor(cfg Config) (*Server, error) {
 	return newServer(cfg, s.log, s.stats)
 }
 
-// OpenConnections is the number of client connections open now.
-func (s *Server) OpenConnections() int { return int(s.srv.GetOpenConnectionsCount()) }
+// OpenConnections is the number of client connections open now, lingering
+// ones included.
+func (s *Server) OpenConnections() int {
+	return int(s.srv.GetOpenConnectionsCount()) + int(s.watch.lingering.Load())
+}
 
 // RejectedConnections counts the connections refused past MaxConnections
 // (answered 503 and closed), by this server and those it succeeded.

@@ -82,8 +82,10 @@ type watchdog struct {
 
 	mu    sync.Mutex
 	conns map[*timed]struct{}
-	// lingering counts the connections closing in lingerClose.
+	// lingering counts the connections closing in lingerClose, and
+	// lingerers holds them (under mu), for waitClients and closeAll.
 	lingering atomic.Int64
+	lingerers map[net.Conn]struct{}
 	stopping  bool
 	start     sync.Once
 	stop      chan struct{}
@@ -95,8 +97,9 @@ func newWatchdog(header, idle, write, read, tunnel time.Duration) *watchdog {
 	w := &watchdog{
 		header: int64(header), idle: int64(idle), write: int64(write), read: int64(read), tunnel: int64(tunnel),
 		tick:  int64(tick),
-		conns: map[*timed]struct{}{},
-		stop:  make(chan struct{}),
+		conns:     map[*timed]struct{}{},
+		lingerers: map[net.Conn]struct{}{},
+		stop:      make(chan struct{}),
 	}
 	return w
 }
@@ -254,6 +257,8 @@ func (w *watchdog) waitClients(ctx context.Context) error {
 				n++
 			}
 		}
+		// A lingering connection ends within lingerTime.
+		n += len(w.lingerers)
 		w.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -270,9 +275,12 @@ func (w *watchdog) waitClients(ctx context.Context) error {
 // when a Shutdown's time is up.
 func (w *watchdog) closeAll() {
 	w.mu.Lock()
-	left := make([]net.Conn, 0, len(w.conns))
+	left := make([]net.Conn, 0, len(w.conns)+len(w.lingerers))
 	for c := range w.conns {
 		left = append(left, c.conn)
+	}
+	for c := range w.lingerers {
+		left = append(left, c) // its lingerClose returns at once
 	}
 	w.mu.Unlock()
 	var wg sync.WaitGroup
@@ -465,8 +473,14 @@ func (c *serverConn) Close() error {
 				// The answer is out, with a FIN after it; reading on lets
 				// the client see it before the close resets the
 				// connection.
+				c.w.mu.Lock()
+				c.w.lingerers[c.Conn] = struct{}{}
+				c.w.mu.Unlock()
 				go func() {
 					lingerClose(c.Conn)
+					c.w.mu.Lock()
+					delete(c.w.lingerers, c.Conn)
+					c.w.mu.Unlock()
 					c.w.lingering.Add(-1)
 				}()
 				return nil
