@@ -96,7 +96,7 @@ func newWatchdog(header, idle, write, read, tunnel time.Duration) *watchdog {
 	tick = max(min(tick, maxTick), minTick)
 	w := &watchdog{
 		header: int64(header), idle: int64(idle), write: int64(write), read: int64(read), tunnel: int64(tunnel),
-		tick:  int64(tick),
+		tick:      int64(tick),
 		conns:     map[*timed]struct{}{},
 		lingerers: map[net.Conn]struct{}{},
 		stop:      make(chan struct{}),
