@@ -61,13 +61,13 @@ func TestIdleTimeoutSparesSlowReader(t *testing.T) {
 	// lbd writes to the client again only once its send queue (megabytes,
 	// autotuned) has drained by a good part, which at this rate takes
 	// longer than the timeout: only the queue moving shows the progress.
-	const size = 6 << 20
+	const size = 8 << 20
 	e := testEngine(t, Options{Loops: 1})
 	be := listen(t, "tcp", "127.0.0.1:0", streamBackend(t, size))
-	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), func(c *ListenerConfig) { c.IdleTimeout = 100 * time.Millisecond })
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), func(c *ListenerConfig) { c.IdleTimeout = 200 * time.Millisecond })
 	c := dial(t, ln.Addr())
 	c.SetReadBuffer(16 << 10)
-	got, err := readSlowly(c, 2<<20) // about 3 s
+	got, err := readSlowly(c, 3<<20) // about 3 s
 	if got != size || err != io.EOF {
 		t.Fatalf("read %d of %d bytes, ended by %v", got, size, err)
 	}
@@ -89,7 +89,7 @@ func TestIdleTimeoutStalledReaderReset(t *testing.T) {
 			}
 		}
 	})
-	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), func(c *ListenerConfig) { c.IdleTimeout = 300 * time.Millisecond })
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), func(c *ListenerConfig) { c.IdleTimeout = 200 * time.Millisecond })
 	c := dial(t, ln.Addr())
 	c.SetReadBuffer(16 << 10)
 	first := make([]byte, 1000)
