@@ -121,6 +121,11 @@ type Listener struct {
 	// replies than that (DNS), since a late extra reply would reach the
 	// next client. Needs UDPResponses.
 	UDPReuseSockets bool
+	// UDPReplyTimeout ends a udp flow that has had no reply this long
+	// after it began (0 = off: only IdleTimeout); and when udp_max_flows is
+	// reached, a new flow takes the place of the oldest flow without a
+	// reply. Default 5s on udp listeners, 0 elsewhere.
+	UDPReplyTimeout time.Duration
 	// TLSCertFile and TLSKeyFile, on an http listener, are both set or both
 	// empty; when set, TLS is terminated here. Validation checks that the
 	// files exist and can be opened; the server parses them at start and on

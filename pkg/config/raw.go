@@ -48,9 +48,10 @@ type rawListener struct {
 	Retries             rawInt     `toml:"retries"`
 
 	// udp only; not implemented yet.
-	UDPMaxFlows     rawInt  `toml:"udp_max_flows"`
-	UDPResponses    rawInt  `toml:"udp_responses"`
-	UDPReuseSockets rawBool `toml:"udp_reuse_sockets"`
+	UDPMaxFlows     rawInt    `toml:"udp_max_flows"`
+	UDPResponses    rawInt    `toml:"udp_responses"`
+	UDPReuseSockets rawBool   `toml:"udp_reuse_sockets"`
+	UDPReplyTimeout rawString `toml:"udp_reply_timeout"`
 
 	// http only; validated when httpEnabled, else "not implemented yet".
 	TLSCertFile       rawString  `toml:"tls_cert_file"`

@@ -24,7 +24,10 @@ const (
 	defaultIdleTimeout    = "10m"
 	defaultRetries        = 2
 	defaultUDPMaxFlows    = 100000
-	defaultUDPResponses   = 0
+	// A flow without a reply this long after it began ends: a forged
+	// source holds its place no longer than that.
+	defaultUDPReplyTimeout = "5s"
+	defaultUDPResponses    = 0
 
 	defaultAlgorithm       = AlgorithmMaglev
 	defaultHash            = HashSourceIP
@@ -315,6 +318,9 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 	l.UDPMaxFlows = s.integer("udp_max_flows", r.UDPMaxFlows, defaultUDPMaxFlows, 1, maxInt)
 	l.UDPResponses = s.integer("udp_responses", r.UDPResponses, defaultUDPResponses, 0, maxInt)
 	l.UDPReuseSockets = s.boolean("udp_reuse_sockets", r.UDPReuseSockets)
+	if l.Protocol == ProtocolUDP {
+		l.UDPReplyTimeout = s.duration("udp_reply_timeout", r.UDPReplyTimeout, defaultUDPReplyTimeout, true)
+	}
 	if l.UDPReuseSockets && l.UDPResponses == 0 && l.Protocol == ProtocolUDP {
 		s.errorf("udp_reuse_sockets", "udp_reuse_sockets needs udp_responses: only a flow that got all its replies leaves its socket")
 	}
@@ -322,7 +328,7 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 		for _, k := range []struct {
 			key string
 			set bool
-		}{{"udp_max_flows", r.UDPMaxFlows.Set}, {"udp_responses", r.UDPResponses.Set}, {"udp_reuse_sockets", r.UDPReuseSockets.Set}} {
+		}{{"udp_max_flows", r.UDPMaxFlows.Set}, {"udp_responses", r.UDPResponses.Set}, {"udp_reuse_sockets", r.UDPReuseSockets.Set}, {"udp_reply_timeout", r.UDPReplyTimeout.Set}} {
 			if k.set {
 				s.errorf(k.key, "%s applies to udp listeners only", k.key)
 			}

@@ -141,6 +141,8 @@ func TestParseErrors(t *testing.T) {
 		{"udp_max_flows zero", inListener(`protocol = "udp"`, `udp_max_flows = 0`), []want{{6, "udp_max_flows"}}},
 		{"udp_responses negative", inListener(`protocol = "udp"`, `udp_responses = -1`), []want{{6, "udp_responses"}}},
 		{"udp_reuse_sockets on tcp", inListener(`udp_reuse_sockets = true`), []want{{5, "udp_reuse_sockets applies to udp listeners only"}}},
+		{"udp_reply_timeout on tcp", inListener(`udp_reply_timeout = "5s"`), []want{{5, "udp_reply_timeout applies to udp listeners only"}}},
+		{"udp_reply_timeout not a duration", inListener(`protocol = "udp"`, `udp_reply_timeout = "5"`), []want{{6, `udp_reply_timeout "5" is not a duration`}}},
 		{"udp_reuse_sockets without udp_responses", inListener(`protocol = "udp"`, `udp_reuse_sockets = true`), []want{{6, "udp_reuse_sockets needs udp_responses"}}},
 		{"udp_reuse_sockets not a boolean", inListener(`protocol = "udp"`, `udp_responses = 1`, `udp_reuse_sockets = 1`), []want{{7, "udp_reuse_sockets must be a boolean"}}},
 		{"udp with PROXY v1", inListener(`protocol = "udp"`, `proxy_protocol = "v1"`), []want{{6, `proxy_protocol "v1" cannot carry UDP`}}},

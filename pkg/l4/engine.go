@@ -116,6 +116,12 @@ type ListenerConfig struct {
 	// UDPReuseSockets keeps the socket of a flow that got all its replies
 	// for the next new flow to that backend (see spareFlow).
 	UDPReuseSockets bool
+	// UDPReplyTimeout ends a flow that has had no reply this long after
+	// it began (0 = only IdleTimeout): a datagram from a forged source
+	// gets no reply its sender could see, and must not hold a place in
+	// the table for IdleTimeout. When the table is full, a new flow also
+	// takes the place of the oldest flow still without a reply.
+	UDPReplyTimeout time.Duration
 }
 
 // Reasons a listener closes a connection without forwarding it.

@@ -175,7 +175,7 @@ func (l *loop) run() {
 			l.resumeListeners()
 		}
 		n, err := rawEpollPoll(l.epfd, l.events)
-		if n == 0 && err == nil && len(l.pending) == 0 && len(l.accepting) == 0 {
+		if n == 0 && err == nil && len(l.pending) == 0 && len(l.accepting) == 0 && (l.udp == nil || len(l.udp.moreReplies) == 0) {
 			n, err = l.wait(l.waitMillis())
 			l.now = l.clock()
 		}
@@ -330,6 +330,9 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 }
 
 func (l *loop) runPending() {
+	if l.udp != nil && len(l.udp.moreReplies) > 0 {
+		l.runMoreReplies()
+	}
 	if len(l.accepting) > 0 {
 		acc := l.accepting
 		l.accepting = nil

@@ -47,12 +47,13 @@ const (
 	DropNoBackend           // no usable backend for a new flow
 	DropBackendError        // the backend socket refused the datagram
 	DropClientError         // the reply could not be sent to the client
+	DropEvicted             // a flow without a reply gave its place to a new one: one per flow
 	numDropReasons
 )
 
 // DropReasons names the drop counters, in index order, as the metrics
 // label them.
-var DropReasons = [numDropReasons]string{"max_flows", "no_backend", "backend_error", "client_error"}
+var DropReasons = [numDropReasons]string{"max_flows", "no_backend", "backend_error", "client_error", "evicted"}
 
 // UDPLoopStats are one loop's UDP counters for one listener.
 type UDPLoopStats struct {
@@ -81,6 +82,7 @@ type flow struct {
 	// and dnsperf do) gets all its answers.
 	requests  int
 	replies   int
+	start     int64 // when the flow began, for UDPReplyTimeout
 	lastSeen  int64
 	timerTick int64
 	header    []byte // PROXY v2 header prepended to every datagram, or nil
@@ -132,6 +134,14 @@ type udpState struct {
 	// last; nSpare counts them all.
 	spare  map[netip.AddrPort][]*flow
 	nSpare int
+
+	// unanswered are the flows, in order of creation, that had no reply
+	// when filed: the ones a full table gives up first. Entries of flows
+	// that have since ended or been answered are skipped and dropped.
+	unanswered []timerRef
+	// moreReplies are flows whose backend had more replies than one
+	// wake's budget: read again after the other events.
+	moreReplies []timerRef
 
 	// The client datagrams of one recvmmsg batch, grouped by flow, so
 	// that each flow's go to its backend in one sendmmsg.
@@ -361,7 +371,15 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 	// a check followed by an increment could overshoot the limit.
 	if n := ln.active.Add(1); cfg.UDPMaxFlows > 0 && n > int64(cfg.UDPMaxFlows) {
 		ln.active.Add(-1)
-		return nil, DropMaxFlows
+		// A flow that never had a reply is most likely a forged source:
+		// it gives its place up to this one.
+		if cfg.UDPReplyTimeout <= 0 || !l.evictUnanswered(ln) {
+			return nil, DropMaxFlows
+		}
+		if n := ln.active.Add(1); n > int64(cfg.UDPMaxFlows) {
+			ln.active.Add(-1)
+			return nil, DropMaxFlows
+		}
 	}
 	reserved := true
 	defer func() {
@@ -427,7 +445,7 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 	f.ln, f.cfg, f.backend = ln, cfg, b
 	f.client, f.local = client, local
 	f.requests, f.replies = 0, 0
-	f.lastSeen = l.now
+	f.start, f.lastSeen = l.now, l.now
 	f.timerTick = -1
 	f.header = nil
 	f.pendFirst, f.pendLast = -1, -1
@@ -439,7 +457,45 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 	ln.stats[l.id].Connections.Add(1)
 	b.Active.Add(1)
 	b.Stats(l.id).Connections.Add(1)
+	if cfg.UDPReplyTimeout > 0 {
+		l.fileUnanswered(f)
+	}
 	l.armFlow(f)
+}
+
+// fileUnanswered notes a new flow in udpState.unanswered, first dropping
+// the entries that no longer name an unanswered flow once they are as many
+// as the flows themselves, so the list stays within twice the table.
+func (l *loop) fileUnanswered(f *flow) {
+	u := l.udp
+	if len(u.unanswered) >= len(u.flows)+64 {
+		keep := u.unanswered[:0]
+		for _, r := range u.unanswered {
+			if g := u.flows[r.slot]; g.live && g.gen == r.gen && g.replies == 0 {
+				keep = append(keep, r)
+			}
+		}
+		clear(u.unanswered[len(keep):])
+		u.unanswered = keep
+	}
+	u.unanswered = append(u.unanswered, timerRef{slot: f.slot, gen: f.gen})
+}
+
+// evictUnanswered ends this loop's oldest flow of ln that has had no reply,
+// and reports whether there was one.
+func (l *loop) evictUnanswered(ln *Listener) bool {
+	u := l.udp
+	for i, r := range u.unanswered {
+		g := u.flows[r.slot]
+		if !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln {
+			continue
+		}
+		u.unanswered = append(u.unanswered[:i], u.unanswered[i+1:]...)
+		ln.udpStats[l.id].Dropped[DropEvicted].Add(1)
+		l.closeFlow(g)
+		return true
+	}
+	return false
 }
 
 // takeSpare returns a spare socket connected to addr, drained, or nil, for
@@ -639,7 +695,15 @@ func (l *loop) flowRefused(f *flow) {
 func (l *loop) udpReplies(f *flow) {
 	u := l.udp
 	out := u.out
-	for f.live {
+	for round := 0; f.live; round++ {
+		if round == udpReplyRounds {
+			// A backend that keeps sending must not hold the loop: the
+			// rest waits until the other events have had their turn
+			// (the socket is edge-triggered, so it is read again
+			// without a new edge).
+			u.moreReplies = append(u.moreReplies, timerRef{slot: f.slot, gen: f.gen})
+			return
+		}
 		lfd := l.listenerFD(f.ln)
 		if lfd < 0 {
 			// The listener is gone from this loop (a reload removed
@@ -721,6 +785,22 @@ func (l *loop) udpReplies(f *flow) {
 	}
 }
 
+// udpReplyRounds bounds the recvmmsg batches one wake reads from a flow's
+// backend, as udpRecv bounds a listener's.
+const udpReplyRounds = 8
+
+// runMoreReplies reads on the flows udpReplies left with replies waiting.
+func (l *loop) runMoreReplies() {
+	u := l.udp
+	more := u.moreReplies
+	u.moreReplies = nil
+	for _, r := range more {
+		if f := u.flows[r.slot]; f.live && f.gen == r.gen {
+			l.udpReplies(f)
+		}
+	}
+}
+
 // queueReply fills out-batch slot i: n bytes already read into its buffer,
 // to f's client, from f's local address.
 func (l *loop) queueReply(i int, f *flow, n int) {
@@ -796,10 +876,27 @@ func (l *loop) listenerFD(ln *Listener) int {
 }
 
 func (l *loop) armFlow(f *flow) {
-	if f.cfg.IdleTimeout <= 0 || f.timerTick >= 0 {
+	due := f.due()
+	if due == 0 || f.timerTick >= 0 {
 		return
 	}
-	f.timerTick = l.wheel.add(timerRef{slot: -1 - f.slot, gen: f.gen}, f.lastSeen+int64(f.cfg.IdleTimeout))
+	f.timerTick = l.wheel.add(timerRef{slot: -1 - f.slot, gen: f.gen}, due)
+}
+
+// due is when f ends unless something happens: IdleTimeout after its last
+// datagram either way, or, while it has had no reply, UDPReplyTimeout
+// after it began, whichever comes first; 0 for never.
+func (f *flow) due() int64 {
+	var due int64
+	if f.cfg.IdleTimeout > 0 {
+		due = f.lastSeen + int64(f.cfg.IdleTimeout)
+	}
+	if f.replies == 0 && f.cfg.UDPReplyTimeout > 0 {
+		if r := f.start + int64(f.cfg.UDPReplyTimeout); due == 0 || r < due {
+			due = r
+		}
+	}
+	return due
 }
 
 func (l *loop) fireFlowTimer(ref timerRef, tick int64) {
@@ -813,7 +910,10 @@ func (l *loop) fireFlowTimer(ref timerRef, tick int64) {
 		return
 	}
 	f.timerTick = -1
-	due := f.lastSeen + int64(f.cfg.IdleTimeout)
+	due := f.due()
+	if due == 0 {
+		return
+	}
 	if due > l.now {
 		f.timerTick = l.wheel.add(ref, due)
 		return

@@ -167,6 +167,7 @@ func listenerConfig(lc config.Listener, pools map[string]*pool.Pool) l4.Listener
 		UDPMaxFlows:     lc.UDPMaxFlows,
 		UDPResponses:    lc.UDPResponses,
 		UDPReuseSockets: lc.UDPReuseSockets,
+		UDPReplyTimeout: lc.UDPReplyTimeout,
 	}
 }
 
