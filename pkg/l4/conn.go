@@ -270,10 +270,11 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 		}
 		l.connected(c)
 	case stForwarding:
-		if events&unix.EPOLLERR != 0 && (c.up.shut || c.down.shut) {
-			// A reset on a half-closed side: nothing may be left to
-			// read or write there to notice it, so check, and pass
-			// the reset on.
+		if events&unix.EPOLLERR != 0 {
+			// A reset: on a half-closed side, or on a side lbd is not
+			// reading because the other side is full (backpressure),
+			// nothing would be read or written there to notice it for
+			// as long as that lasts. Check now, and pass the reset on.
 			if err := rawSoError(c.fd[side]); err != nil {
 				l.closeConn(c, true)
 				return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -192,5 +193,38 @@ func TestAdminStateAtEveryDial(t *testing.T) {
 				t.Fatalf("after %s, the retry reached the live backend (%d bytes echoed)", state, n)
 			}
 		})
+	}
+}
+
+// TestResetDuringBackpressure: a client that resets while its upload waits
+// on a backend that does not read is noticed at once, and the backend gets
+// the reset, not a connection left open until it reads again.
+func TestResetDuringBackpressure(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	backendErr := make(chan error, 1)
+	release := make(chan struct{})
+	be := listen(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		<-release // reads nothing for now: the upload backs up
+		_, err := io.Copy(io.Discard, c)
+		backendErr <- err
+	})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), nil)
+	c := dial(t, ln.Addr())
+	// Fill the backend's buffers and lbd's pipe.
+	c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			break
+		}
+	}
+	c.SetLinger(0)
+	c.Close() // a reset
+	waitFor(t, "the connection to end", func() bool { return e.Active() == 0 })
+	free()
+	if err := <-backendErr; !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the backend's read ended with %v, want a reset", err)
 	}
 }
