@@ -228,3 +228,31 @@ func TestResetDuringBackpressure(t *testing.T) {
 		t.Fatalf("the backend's read ended with %v, want a reset", err)
 	}
 }
+
+// TestListenerCloseServesQueued: connections waiting in a listening
+// socket's queue when it closes (a reload removed the listener, or a
+// shutdown) are served, not reset.
+func TestListenerCloseServesQueued(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", listen(t, "tcp", "127.0.0.1:0", echo)), nil)
+	l := e.loops[0]
+	dialed, removed := make(chan struct{}), make(chan struct{})
+	// The loop is held while the clients connect, so they wait in the
+	// queue; then it removes the listener as CloseListener would.
+	l.exec(func() {
+		<-dialed
+		l.removeListener(ln)
+		close(removed)
+	})
+	var clients []net.Conn
+	for range 20 {
+		clients = append(clients, dial(t, ln.Addr()))
+	}
+	close(dialed)
+	<-removed
+	for i, c := range clients {
+		if got, err := roundTrip(c, "queued"); err != nil || got != "queued" {
+			t.Fatalf("client %d, queued at the close: %q %v", i, got, err)
+		}
+	}
+}

@@ -394,6 +394,8 @@ func (l *loop) removeListener(ln *Listener) {
 				// Flows answer through this socket; without it they
 				// are dead.
 				l.closeListenerFlows(ln)
+			} else {
+				l.acceptQueued(ll)
 			}
 			rawClose(ll.fd)
 			l.lns[i] = nil
@@ -435,6 +437,23 @@ func (l *loop) accept(ll *loopListener) {
 	if !ll.more {
 		ll.more = true
 		l.accepting = append(l.accepting, ll)
+	}
+}
+
+// acceptQueued accepts every connection waiting in ll's queue before its
+// socket closes: closing a listening socket resets the connections it
+// holds, which completed their handshake and may have sent their first
+// bytes already. They are served like any other.
+func (l *loop) acceptQueued(ll *loopListener) {
+	for {
+		fd, err := rawAccept4(ll.fd, &l.sa)
+		if err == unix.EINTR || err == unix.ECONNABORTED || err == unix.EPROTO {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		l.newConn(ll.ln, fd, l.sa.addrPort())
 	}
 }
 
