@@ -3,7 +3,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/lbd-lb/lbd/pkg/version.Version=$(VERSION)
 
-.PHONY: all build test test-short demo bench lint fmt clean
+.PHONY: all build test test-short demo bench soak lint fmt clean
 
 all: build
 
@@ -25,6 +25,12 @@ demo: build
 
 bench: build
 	./bench/run.sh
+
+# A bounded run (10 minutes) of steady mixed traffic that samples lbd's
+# memory, descriptors and goroutines; writes bench/results/soak.md and
+# soak.svg, and fails when they are not flat after warm-up.
+soak: build
+	$(GO) run ./bench/soak -lbd $(BIN)/lbd -out bench/results
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
