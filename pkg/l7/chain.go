@@ -668,28 +668,11 @@ func (st *state) isTrusted(a netip.Addr) bool {
 func asciiEqualFold(b []byte, s string) bool { return equalFold(b, s, false) }
 
 // asciiEqualFoldBytes is asciiEqualFold for two byte slices.
-func asciiEqualFoldBytes(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		c, d := a[i], b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
+func asciiEqualFoldBytes(a, b []byte) bool { return equalFold(a, b, false) }
 
 // equalFold compares b and s ignoring ASCII case; with dashed, an
 // underscore in b counts as a dash.
-func equalFold(b []byte, s string, dashed bool) bool {
+func equalFold[T ~string | ~[]byte](b []byte, s T, dashed bool) bool {
 	if len(b) != len(s) {
 		return false
 	}
