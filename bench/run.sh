@@ -7,7 +7,8 @@
 #   bulk  iperf3 through the proxy, one stream and eight streams (Gbit/s)
 #   conn  wrk with "Connection: close", 32 connections (connections/s)
 #   rr    wrk keep-alive, 64 connections (requests/s, p50, p99)
-#   idle  RSS growth of the proxy per idle connection, 4000 connections
+#   idle  RSS growth of the proxy per idle connection, 4000 connections,
+#         and the proxy's CPU while it holds them
 #   udp   DNS over UDP, dnsperf -> dnsmasq, HAProxy has no UDP (queries/s,
 #         lost, latency): bench/udp.sh, run after the TCP workloads, writes
 #         udp.md and udp.png; `bench/udp.sh --help` lists its own settings
@@ -24,6 +25,8 @@
 #   WRK_SECS     wrk duration [8]
 #   WRK_THREADS  wrk threads [1]
 #   IDLE_CONNS   connections held by the idle workload [4000]
+#   IDLE_CPU_SECS seconds over which the proxy's CPU is measured while it
+#                holds them, doing nothing else [10]
 #   COOLDOWN     seconds of rest between measurements [2]
 #   PORT_BASE    first of the 127.0.0.1 ports used, PORT_BASE+1..+33; udp
 #                uses +4, +24 and +34; http +5..+7, +15, +16, +25, +35, +36 [19200]
@@ -46,6 +49,7 @@ BULK_SECS=${BULK_SECS:-${DURATION:-5}}
 WRK_SECS=${WRK_SECS:-${DURATION:-8}}
 WRK_THREADS=${WRK_THREADS:-1}
 IDLE_CONNS=${IDLE_CONNS:-4000}
+IDLE_CPU_SECS=${IDLE_CPU_SECS:-10}
 COOLDOWN=${COOLDOWN:-2}
 PORT_BASE=${PORT_BASE:-19200}
 LBD=${LBD:-./bin/lbd}
@@ -215,13 +219,13 @@ write_haproxy_conf() {
 	cat >"$f" <<EOF
 global
     nbthread 1
-    maxconn 6000
+    maxconn 9500
     pidfile $TMP/haproxy.pid
 
 defaults
     mode tcp
     option splice-auto
-    maxconn 6000
+    maxconn 9500
     timeout connect 5s
     timeout client 10m
     timeout server 10m
@@ -552,6 +556,10 @@ measure_idle() {
 	fi
 	sleep 1 # let the proxy settle
 	after=$(rss_kb "$PROXY_PID")
+	# The CPU the proxy spends holding the connections, doing nothing
+	# else, over IDLE_CPU_SECS: its timers and housekeeping.
+	local cpu
+	cpu=$(cpu_pct "$PROXY_PID" "$IDLE_CPU_SECS")
 	proxy_ok "$sys" || {
 		stop_pid "$pid"
 		return 1
@@ -560,7 +568,30 @@ measure_idle() {
 	kib=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN{printf "%.2f", (a-b)/n}')
 	echo "proxy VmRSS before=${before}kB after=${after}kB per_conn=${kib}KiB" >>"$out"
 	add_val idle "$sys" "$kib"
-	log "  idle $sys: RSS ${before} kB -> ${after} kB, $kib KiB per connection"
+	add_val idlecpu "$sys" "$cpu"
+	echo "proxy CPU while idle: ${cpu}% of a core over ${IDLE_CPU_SECS}s" >>"$out"
+	log "  idle $sys: RSS ${before} kB -> ${after} kB, $kib KiB per connection; ${cpu}% of a core while idle"
+}
+
+# cpu_pct PID SECS: the CPU the process and its descendants used over the
+# next SECS seconds, in percent of one core.
+cpu_pct() {
+	local pid=$1 secs=$2 t0 t1 hz
+	hz=$(getconf CLK_TCK)
+	t0=$(cpu_ticks "$pid")
+	sleep "$secs"
+	t1=$(cpu_ticks "$pid")
+	awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$secs" 'BEGIN{printf "%.3f", (b-a)*100/hz/s}'
+}
+
+# cpu_ticks PID: utime+stime of the process and its descendants.
+cpu_ticks() {
+	local p sum=0 v
+	for p in "$1" $(descendants "$1"); do
+		v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || true)
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
 }
 
 # run_one WORKLOAD SYSTEM ROUND: one measurement on a freshly started proxy.
@@ -655,6 +686,7 @@ fmt_num() {
 	conn | rr_rps) awk -v v="$2" 'BEGIN{printf "%.1fk", v/1000}' ;;
 	rr_p50 | rr_p99) awk -v v="$2" 'BEGIN{printf "%.3f", v}' ;;
 	idle) awk -v v="$2" 'BEGIN{printf "%.2f", v}' ;;
+	idlecpu) awk -v v="$2" 'BEGIN{printf "%.2f", v}' ;;
 	esac
 }
 
@@ -662,6 +694,7 @@ METRICS=()
 for w in "${STEPS[@]}"; do
 	case $w in
 	rr) METRICS+=(rr_rps rr_p50 rr_p99) ;;
+	idle) METRICS+=(idle idlecpu) ;;
 	*) METRICS+=("$w") ;;
 	esac
 done
@@ -674,11 +707,12 @@ declare -A LABEL=(
 	[rr_p50]="request/response p50 (ms)"
 	[rr_p99]="request/response p99 (ms)"
 	[idle]="memory per idle connection, $IDLE_CONNS conns (KiB RSS)"
+	[idlecpu]="CPU while holding $IDLE_CONNS idle conns (% of a core)"
 )
 declare -A SHORT=([bulk1]="bulk -P1" [bulk8]="bulk -P8" [conn]="conn/s" [rr_rps]="rr req/s"
-	[rr_p50]="rr p50" [rr_p99]="rr p99" [idle]="idle KiB/conn")
+	[rr_p50]="rr p50" [rr_p99]="rr p99" [idle]="idle KiB/conn" [idlecpu]="idle CPU %")
 declare -A TARGET=([bulk1]="≥ 1.0" [bulk8]="≥ 1.0" [conn]="≥ 1.0" [rr_rps]="≥ 1.0" [rr_p50]="–"
-	[rr_p99]="≤ 1.0" [idle]="≤ 0.6")
+	[rr_p99]="≤ 1.0" [idle]="≤ 0.6" [idlecpu]="–")
 declare -A TARGET_OK=([bulk1]=">= 1.0" [bulk8]=">= 1.0" [conn]=">= 1.0" [rr_rps]=">= 1.0"
 	[rr_p99]="<= 1.0" [idle]="<= 0.6")
 
@@ -754,7 +788,7 @@ write_report() {
 			echo "$line"
 		done
 		echo
-		echo "Higher is better except for latency and memory. The memory row is the growth of the proxy's VmRSS (summed over its processes) while $IDLE_CONNS connections, each with one byte exchanged end to end, are held open, divided by $IDLE_CONNS; it has no direct row."
+		echo "Higher is better except for latency and memory. The memory row is the growth of the proxy's VmRSS (summed over its processes) while $IDLE_CONNS connections, each with one byte exchanged end to end, are held open, divided by $IDLE_CONNS; it has no direct row. The idle CPU row is the CPU the proxy used over $IDLE_CPU_SECS s while holding them (its timers and housekeeping), in percent of one core."
 		echo
 		echo "## Every round"
 		echo

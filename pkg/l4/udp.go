@@ -485,6 +485,16 @@ func (l *loop) fileUnanswered(f *flow) {
 // and reports whether there was one.
 func (l *loop) evictUnanswered(ln *Listener) bool {
 	u := l.udp
+	// Entries that no longer name an unanswered flow never will again (a
+	// reused slot has a new generation): drop them from the front for
+	// good, so that a full table of answered flows costs nothing here.
+	for len(u.unanswered) > 0 {
+		r := u.unanswered[0]
+		if g := u.flows[r.slot]; g.live && g.gen == r.gen && g.replies == 0 {
+			break
+		}
+		u.unanswered = u.unanswered[1:]
+	}
 	for i, r := range u.unanswered {
 		g := u.flows[r.slot]
 		if !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln {
