@@ -130,6 +130,9 @@ type udpState struct {
 	flows    []*flow
 	free     []int32
 	byKey    map[flowKey]int32
+	// byKeyPeak is byKey's largest size since it was last made: a map
+	// shrunk to a quarter of it is copied (endFlow).
+	byKeyPeak int
 	// spare are the sockets of ended flows, by backend address, newest
 	// last; nSpare counts them all.
 	spare  map[netip.AddrPort][]*flow
@@ -454,6 +457,7 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 		f.header = udpProxyHeader(client, netip.AddrPortFrom(localOr(local, ln.addr.Addr()), ln.addr.Port()))
 	}
 	l.udp.byKey[flowKey{ln, client, local}] = f.slot
+	l.udp.byKeyPeak = max(l.udp.byKeyPeak, len(l.udp.byKey))
 	ln.stats[l.id].Connections.Add(1)
 	b.Active.Add(1)
 	b.Stats(l.id).Connections.Add(1)
@@ -683,7 +687,17 @@ func (l *loop) closeFlow(f *flow) {
 
 // endFlow takes a live flow out of the table and its counts.
 func (l *loop) endFlow(f *flow) {
-	delete(l.udp.byKey, flowKey{f.ln, f.client, f.local})
+	u := l.udp
+	delete(u.byKey, flowKey{f.ln, f.client, f.local})
+	if n := len(u.byKey); u.byKeyPeak > minShrink && n < u.byKeyPeak/4 {
+		// Go maps never give back their buckets: after a flood, a copy
+		// of what is left returns the memory.
+		m := make(map[flowKey]int32, n)
+		for k, v := range u.byKey {
+			m[k] = v
+		}
+		u.byKey, u.byKeyPeak = m, n
+	}
 	f.ln.active.Add(-1)
 	f.backend.Active.Add(-1)
 	f.live = false
@@ -794,6 +808,9 @@ func (l *loop) udpReplies(f *flow) {
 		}
 	}
 }
+
+// minShrink is the least peak worth copying a flow table down from.
+const minShrink = 4096
 
 // udpReplyRounds bounds the recvmmsg batches one wake reads from a flow's
 // backend, as udpRecv bounds a listener's.

@@ -180,3 +180,27 @@ func TestUDPReplyBudget(t *testing.T) {
 		t.Fatalf("an echo took %v while another flow's backend flooded the loop", worst)
 	}
 }
+
+// TestUDPTableShrinks: after a flood of flows has ended, the flow table is
+// a new, small map again rather than one sized for the flood.
+func TestUDPTableShrinks(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	ln := udpProxy(t, e, testPool(t, 1, "wrr", silentUDP(t)), func(c *ListenerConfig) {
+		c.UDPReplyTimeout = 3 * time.Second // all of them live at once, then end
+	})
+	const flows = minShrink * 2
+	// Each client socket, held until the end, is a new source port.
+	for range flows {
+		udpClient(t).WriteToUDPAddrPort([]byte("x"), ln.Addr())
+	}
+	waitFor(t, "the flows", func() bool { return ln.active.Load() >= flows*9/10 })
+	peak := ln.active.Load()
+	waitFor(t, "the flows to end", func() bool { return ln.active.Load() == 0 })
+	var size, top int
+	done := make(chan struct{})
+	e.loops[0].exec(func() { size, top = len(e.loops[0].udp.byKey), e.loops[0].udp.byKeyPeak; close(done) })
+	<-done
+	if size != 0 || top > minShrink {
+		t.Fatalf("after %d flows ended: %d entries, peak %d since the map was made", peak, size, top)
+	}
+}
