@@ -219,13 +219,13 @@ write_haproxy_conf() {
 	cat >"$f" <<EOF
 global
     nbthread 1
-    maxconn 9500
+    maxconn 7800
     pidfile $TMP/haproxy.pid
 
 defaults
     mode tcp
     option splice-auto
-    maxconn 9500
+    maxconn 7800
     timeout connect 5s
     timeout client 10m
     timeout server 10m

@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -257,5 +258,37 @@ func TestWheelSleepsToNextEntry(t *testing.T) {
 	// One wakeup for the near entry, then about one per span: 600000/40960.
 	if wakeups > 20 {
 		t.Fatalf("%d wakeups and %d fires to reach a deadline %d ticks away", wakeups, fires, far/tick)
+	}
+}
+
+// TestWheelNextFiled: the bitmap's answer for the next populated tick is
+// the slot-by-slot scan's, through random filing and advancing.
+func TestWheelNextFiled(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	w := newWheel(10, 256, 0)
+	brute := func() int64 {
+		if w.live == 0 {
+			return -1
+		}
+		n := int64(len(w.slots))
+		for k := int64(0); k < n; k++ {
+			if len(w.slots[(w.next+k)%n]) > 0 {
+				return w.next + k
+			}
+		}
+		return -1
+	}
+	now := int64(0)
+	for i := range 20000 {
+		switch r.IntN(3) {
+		case 0, 1:
+			w.add(timerRef{slot: int32(i)}, now+r.Int64N(4000))
+		case 2:
+			now += r.Int64N(300)
+			w.advance(now, func(timerRef, int64) {})
+		}
+		if got, want := w.nextFiled(), brute(); got != want {
+			t.Fatalf("step %d: nextFiled %d, scan %d", i, got, want)
+		}
 	}
 }

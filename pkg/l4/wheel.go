@@ -1,5 +1,7 @@
 package l4
 
+import "math/bits"
+
 // wheel is a hashed timing wheel that holds at most one live entry per
 // connection. It is owned by one event loop.
 //
@@ -13,6 +15,9 @@ package l4
 type wheel struct {
 	tick  int64 // nanoseconds per slot
 	slots [][]timerRef
+	// filed has a bit set for each slot that holds entries, so that the
+	// next populated slot is found a word (64 slots) at a time.
+	filed []uint64
 	next  int64 // the first tick not yet processed
 	live  int   // entries filed, including stale ones
 }
@@ -24,7 +29,7 @@ type timerRef struct {
 }
 
 func newWheel(tick int64, nslots int, now int64) *wheel {
-	return &wheel{tick: tick, slots: make([][]timerRef, nslots), next: now / tick}
+	return &wheel{tick: tick, slots: make([][]timerRef, nslots), filed: make([]uint64, (nslots+63)/64), next: now / tick}
 }
 
 // tickOf is the tick in which a deadline fires: never earlier than the
@@ -47,6 +52,7 @@ func (w *wheel) add(ref timerRef, deadline int64) int64 {
 	t := w.tickOf(deadline)
 	i := t % int64(len(w.slots))
 	w.slots[i] = append(w.slots[i], ref)
+	w.filed[i/64] |= 1 << (i % 64)
 	w.live++
 	return t
 }
@@ -70,10 +76,14 @@ func (w *wheel) advance(now int64, fire func(ref timerRef, tick int64)) {
 		i := w.next % int64(len(w.slots))
 		refs := w.slots[i]
 		w.slots[i] = refs[:0:0]
+		w.filed[i/64] &^= 1 << (i % 64)
 		w.next++
 		w.live -= len(refs)
 		for _, r := range refs {
 			fire(r, t)
+		}
+		if len(w.slots[i]) > 0 {
+			w.filed[i/64] |= 1 << (i % 64) // fire filed anew here
 		}
 		if cap(refs) <= 64 && len(w.slots[i]) == 0 {
 			// Reuse the backing array: fire may have appended to the
@@ -93,10 +103,29 @@ func (w *wheel) nextFiled() int64 {
 		return -1
 	}
 	n := int64(len(w.slots))
-	for k := int64(0); k < n; k++ {
-		if len(w.slots[(w.next+k)%n]) > 0 {
-			return w.next + k
+	start := w.next % n
+	// From start to the end of the slots, then from 0 back to start.
+	if i := w.firstSet(start, n); i >= 0 {
+		return w.next + (i - start)
+	}
+	if i := w.firstSet(0, start); i >= 0 {
+		return w.next + (n - start) + i
+	}
+	return -1
+}
+
+// firstSet is the first slot index in [from, to) whose bit is set, or -1.
+func (w *wheel) firstSet(from, to int64) int64 {
+	for from < to {
+		word := w.filed[from/64] >> (from % 64)
+		if word != 0 {
+			i := from + int64(bits.TrailingZeros64(word))
+			if i < to {
+				return i
+			}
+			return -1
 		}
+		from = (from/64 + 1) * 64
 	}
 	return -1
 }
