@@ -270,17 +270,27 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 		}
 		l.connected(c)
 	case stForwarding:
-		if events&unix.EPOLLERR != 0 {
-			// A reset: on a half-closed side, or on a side lbd is not
-			// reading because the other side is full (backpressure),
-			// nothing would be read or written there to notice it for
-			// as long as that lasts. Check now, and pass the reset on.
+		if events&unix.EPOLLERR != 0 && (c.up.shut || c.down.shut) {
+			// A reset on a half-closed side: nothing may be left to
+			// read or write there to notice it, so check, and pass
+			// the reset on.
 			if err := rawSoError(c.fd[side]); err != nil {
 				l.closeConn(c, true)
 				return
 			}
 		}
 		l.service(c)
+		if events&unix.EPOLLERR != 0 && c.state == stForwarding {
+			// The bytes the peer sent before its reset have gone on
+			// (service reads them first, then meets the error). A side
+			// lbd is not reading because the other is full
+			// (backpressure) would hide the reset for as long as that
+			// lasts: check it now, and pass the reset on.
+			if err := rawSoError(c.fd[side]); err != nil {
+				l.closeConn(c, true)
+				return
+			}
+		}
 	}
 }
 
@@ -294,7 +304,9 @@ func (l *loop) connected(c *conn) {
 	b := c.backend
 	if b.Admin() != pool.Active {
 		// Drained or disabled while the connect was under way: no byte
-		// has gone to it yet, so the client goes to another backend.
+		// has gone to it yet, so the client goes to another backend,
+		// and this attempt does not count against its retries.
+		c.tries--
 		b.Active.Add(-1)
 		c.backend = nil
 		rawResetClose(c.fd[sideBackend])

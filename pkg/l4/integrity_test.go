@@ -256,3 +256,70 @@ func TestListenerCloseServesQueued(t *testing.T) {
 		}
 	}
 }
+
+// TestDataBeforeResetDelivered: bytes a backend sent just before it reset
+// reach the client ahead of the reset, even when both arrive in one wake.
+func TestDataBeforeResetDelivered(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	gotReq, held, sent := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	be := listen(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		c.Read(make([]byte, 1))
+		close(gotReq)
+		<-held
+		c.Write([]byte("response"))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close() // a reset right behind the data
+		close(sent)
+	})
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", be), nil)
+	c := dial(t, ln.Addr())
+	c.Write([]byte("q"))
+	<-gotReq
+	// The loop is held while the data and the reset arrive, so it sees
+	// both in one wake.
+	e.loops[0].exec(func() {
+		close(held)
+		<-sent
+		time.Sleep(50 * time.Millisecond)
+	})
+	got, err := io.ReadAll(c)
+	if string(got) != "response" {
+		t.Fatalf("the client got %q (%v), want the response before the reset", got, err)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the response: %v, want the reset", err)
+	}
+}
+
+// TestDrainedDuringConnectKeepsRetry: a client whose backend was drained
+// while its connect was under way goes to another backend, even with no
+// retries configured: that attempt never reached anyone.
+func TestDrainedDuringConnectKeepsRetry(t *testing.T) {
+	a, b := listen(t, "tcp", "127.0.0.1:0", echo), listen(t, "tcp", "127.0.0.1:0", echo)
+	e := testEngine(t, Options{Loops: 1})
+	p := testPool(t, 1, "wrr", a, b)
+	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.Retries = 0 })
+	l := e.loops[0]
+	dialed, done := make(chan struct{}), make(chan struct{})
+	l.exec(func() {
+		<-dialed
+		for _, ll := range l.lns {
+			if ll != nil && ll.ln == ln {
+				l.accept(ll) // dials the backend
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // the handshake completes
+		for _, bk := range p.Backends() {
+			if bk.Active.Load() > 0 {
+				p.Drain(bk)
+			}
+		}
+		close(done)
+	})
+	c := dial(t, ln.Addr())
+	close(dialed)
+	<-done
+	if got, err := roundTrip(c, "hello"); err != nil || got != "hello" {
+		t.Fatalf("%q %v: the client was given up", got, err)
+	}
+}

@@ -445,7 +445,9 @@ func (l *loop) accept(ll *loopListener) {
 // holds, which completed their handshake and may have sent their first
 // bytes already. They are served like any other.
 func (l *loop) acceptQueued(ll *loopListener) {
-	for {
+	// Bounded: new connections keep arriving at this socket until it
+	// closes, and a flood must not hold the loop here.
+	for range acceptQueuedMax {
 		fd, err := rawAccept4(ll.fd, &l.sa)
 		if err == unix.EINTR || err == unix.ECONNABORTED || err == unix.EPROTO {
 			continue
@@ -456,6 +458,10 @@ func (l *loop) acceptQueued(ll *loopListener) {
 		l.newConn(ll.ln, fd, l.sa.addrPort())
 	}
 }
+
+// acceptQueuedMax bounds the connections acceptQueued takes from a closing
+// socket: a backlog's worth.
+const acceptQueuedMax = 4096
 
 // outOfDescriptors reports errors that mean the process or system has run
 // out of descriptors or socket memory.

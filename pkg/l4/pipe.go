@@ -1,6 +1,8 @@
 package l4
 
 import (
+	"os"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -26,15 +28,15 @@ type pipePool struct {
 	// the most the copy path reads at once: a partial write parks the
 	// rest in a pipe, which must take all of it. For a privileged process
 	// it is size. An unprivileged user past fs.pipe-user-pages-soft gets
-	// pipes of two pages, which F_SETPIPE_SZ cannot grow, so its floor is
+	// pipes of one or two pages, which F_SETPIPE_SZ cannot grow, so its floor is
 	// minPipeCap from the start: knowing it only once a small pipe came
 	// would be too late for the read already made.
 	floor int
 }
 
-// minPipeCap is the capacity of a pipe made by an unprivileged user past
-// fs.pipe-user-pages-soft: two pages.
-const minPipeCap = 2 * 4096
+// minPipeCap is the least capacity of a pipe made by an unprivileged user
+// past fs.pipe-user-pages-soft: two pages since Linux 5.14, one before.
+var minPipeCap = os.Getpagesize()
 
 // defaultPipeCap is the capacity of a pipe that F_SETPIPE_SZ did not
 // resize; fcntl(F_GETPIPE_SZ) reports the real one.

@@ -294,6 +294,12 @@ func (l *loop) udpSendQueued() {
 	u := l.udp
 	in := u.in
 	for _, f := range u.pendFlows {
+		if !f.live {
+			// Ended while its datagrams waited (it cannot be, since
+			// eviction spares such flows; kept as a guard).
+			f.pendFirst, f.pendLast = -1, -1
+			continue
+		}
 		k := 0
 		for i := f.pendFirst; i >= 0; i = u.pendNext[i] {
 			iov := &u.fwdIov[k]
@@ -501,10 +507,16 @@ func (l *loop) evictUnanswered(ln *Listener) bool {
 	}
 	for i, r := range u.unanswered {
 		g := u.flows[r.slot]
-		if !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln {
+		// A flow with datagrams of the batch being read still queued is
+		// new in this very batch: evicting it would free it under them.
+		if !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln || g.pendFirst >= 0 {
 			continue
 		}
-		u.unanswered = append(u.unanswered[:i], u.unanswered[i+1:]...)
+		if i == 0 {
+			u.unanswered = u.unanswered[1:] // the usual case: no shifting
+		} else {
+			u.unanswered = append(u.unanswered[:i], u.unanswered[i+1:]...)
+		}
 		ln.udpStats[l.id].Dropped[DropEvicted].Add(1)
 		l.closeFlow(g)
 		return true
@@ -671,6 +683,7 @@ func (l *loop) allocFlow() *flow {
 
 func (l *loop) freeFlow(f *flow) {
 	f.live, f.spare = false, false
+	f.pendFirst, f.pendLast = -1, -1
 	f.gen = (f.gen + 1) & genMask
 	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
 	l.udp.free = append(l.udp.free, f.slot)

@@ -204,3 +204,38 @@ func TestUDPTableShrinks(t *testing.T) {
 		t.Fatalf("after %d flows ended: %d entries, peak %d since the map was made", peak, size, top)
 	}
 }
+
+// TestUDPEvictionSparesBatch: when the table is full, a flow made earlier
+// in the same batch of datagrams is not the one evicted (its datagrams are
+// still queued: evicting it would free it under them and crash the loop).
+func TestUDPEvictionSparesBatch(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	be := udpBackend(t, "")
+	p := testPool(t, 1, "wrr", be)
+	reuse := func(c *ListenerConfig) { c.UDPResponses, c.UDPReuseSockets = 1, true }
+	warm := udpProxy(t, e, p, reuse)
+	// Spare sockets to the backend, left by answered flows.
+	for range 8 {
+		if got, _, err := exchange(t, udpClient(t), warm.Addr(), []byte("w")); err != nil || string(got) != "w" {
+			t.Fatalf("%q %v", got, err)
+		}
+	}
+	full := udpProxy(t, e, p, func(c *ListenerConfig) {
+		reuse(c)
+		c.UDPMaxFlows = 1
+		c.UDPReplyTimeout = 5 * time.Second
+	})
+	// Hold the loop so the three datagrams arrive as one batch.
+	held := make(chan struct{})
+	e.loops[0].exec(func() { <-held; time.Sleep(50 * time.Millisecond) })
+	clients := []*net.UDPConn{udpClient(t), udpClient(t), udpClient(t)}
+	for _, c := range clients {
+		c.WriteToUDPAddrPort([]byte("x"), full.Addr())
+	}
+	close(held)
+	clients[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 16)
+	if n, err := clients[0].Read(buf); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("the first client of the batch: %q %v", buf[:n], err)
+	}
+}

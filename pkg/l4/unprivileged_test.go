@@ -134,13 +134,14 @@ func runAsNobody(t *testing.T, test string) {
 	}
 }
 
-// TestLimitedPipeFloor: under the pipe limit, copy reads never exceed two
-// pages, the capacity of any pipe the kernel hands out past the budget, so
+// TestLimitedPipeFloor: under the pipe limit, copy reads never exceed a
+// page, the least capacity of a pipe the kernel hands out past the budget
+// (two pages since Linux 5.14, one before), so
 // that a partial write always parks whole; without the limit they go up
 // to the pipe size.
 func TestLimitedPipeFloor(t *testing.T) {
-	if pp := newPipePool(256<<10, 4, true); pp.floor != 2*os.Getpagesize() {
-		t.Fatalf("limited floor %d, want two pages", pp.floor)
+	if pp := newPipePool(256<<10, 4, true); pp.floor != os.Getpagesize() {
+		t.Fatalf("limited floor %d, want a page", pp.floor)
 	}
 	if pp := newPipePool(256<<10, 4, false); pp.floor != defaultPipeCap {
 		t.Fatalf("floor %d, want %d", pp.floor, defaultPipeCap)
