@@ -9,7 +9,7 @@
 #   plain  one catch-all route to a round-robin pool of the three backend
 #          ports: requests/s, p50, p99. The peers run bare: they add no
 #          forwarding header, while lbd always sets X-Forwarded-For, -Proto
-#          and -Host (issue 7 asks for them)
+#          and -Host (as every lbd http listener does)
 #   fwd    the same, with HAProxy and nginx set up to do what lbd does on
 #          every request: drop the client's X-Forwarded-For and Forwarded,
 #          set X-Forwarded-For to the peer, X-Forwarded-Proto and
@@ -176,7 +176,7 @@ fi
 
 # ------------------------------------------------------------------ configs
 
-# The JWT. JWT_ALG=RS256 (the default, as issue 7 asks): a fresh 2048-bit
+# The JWT. JWT_ALG=RS256 (the default): a fresh 2048-bit
 # RSA key; HAProxy's jwt_verify reads its public key as PEM, lbd as a JWKS.
 # JWT_ALG=HS256: a 32-byte random secret written as 64 hex characters (those
 # ASCII bytes are the HMAC key for both). Either way one token valid for a
@@ -763,7 +763,7 @@ write_report() {
 		echo
 		echo "Higher is better for requests/s, lower for latency."
 		echo
-		echo "## Targets (issue 7)"
+		echo "## Targets"
 		echo
 		echo "| target | measured | |"
 		echo "|---|---|---|"

@@ -761,7 +761,7 @@ write_report() {
 			[[ $CAP_PCT -gt 0 ]] && echo " In the capped pass each proxy runs under a cgroup CPU quota of $CAP_PCT% of one core (10 ms periods); CPU $CLIENT_CPU then has room to spare, so that pass compares the proxies' own work per unit of CPU."
 		)"
 		echo
-		echo "## Targets (issue 6)"
+		echo "## Targets"
 		echo
 		echo "| target | measured | |"
 		echo "|---|---|---|"

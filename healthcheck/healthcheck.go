@@ -7,7 +7,7 @@
 // maps IDs to backends, feeds it the data plane's passive verdicts through
 // PassiveDown, and acts on the events.
 //
-// The rules, from the [pool.health_check] section of SPEC.md:
+// The rules, of [pool.health_check] (configs/lbd.example.toml):
 //   - a target goes down after Fall consecutive failed probes and comes back
 //     after Rise consecutive successes; alternation below either threshold
 //     changes nothing;

@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// TestTracker pins the rise/fall rules of SPEC.md [pool.health_check] and
-// issue 4 ("Rise and fall", "Passive checks", "Flapping") without time.
+// TestTracker pins the rise/fall rules of [pool.health_check] and
+// their passive checks and flapping, without time.
 //
 // A history is one letter per input: s a successful probe, f a failed one,
 // P a passive down, U the end of a passive hold-down.

@@ -1,6 +1,6 @@
 // Command healthcheck measures what active health checking costs lbd: the
 // CPU time of a healthcheck.Checker probing 1000 real loopback backends
-// every 2 s, with a tcp check and then with an http one (issue 4, "Cost":
+// every 2 s, with a tcp check and then with an http one (the target:
 // under 5% of one core).
 //
 // The backends run in a child process (this binary re-executed with

@@ -14,7 +14,7 @@ import (
 	"github.com/lbd-lb/lbd/pkg/version"
 )
 
-// Exit codes of SPEC.md "lbctl".
+// Exit codes of lbctl (docs/reference.md).
 const (
 	exitOK      = 0
 	exitRefused = 1 // the daemon refused, or drain --wait timed out
@@ -75,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer, e env) int {
 	return exitCode(err)
 }
 
-// exitCode maps a command's error to the exit code of SPEC.md: the daemon's
+// exitCode maps a command's error to lbctl's exit code (docs/reference.md): the daemon's
 // refusals and drain timeouts are 1; usage errors, an unreachable daemon
 // and any other failure to get an answer are 2.
 func exitCode(err error) int {

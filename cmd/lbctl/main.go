@@ -1,5 +1,5 @@
 // Command lbctl is the operator CLI for lbd. It drives a running daemon
-// through its admin socket with pkg/admin's client; see SPEC.md "lbctl" for
+// through its admin socket with pkg/admin's client; see docs/reference.md for
 // the commands and exit codes.
 package main
 

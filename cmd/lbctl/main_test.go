@@ -160,7 +160,7 @@ func TestJSON(t *testing.T) {
 	}
 }
 
-// TestExitCodes pins SPEC.md "lbctl": 1 when lbd refuses, 2 on bad usage or
+// TestExitCodes pins lbctl's exit codes (docs/reference.md): 1 when lbd refuses, 2 on bad usage or
 // when lbd cannot be reached, with the reason on stderr.
 func TestExitCodes(t *testing.T) {
 	tests := []struct {

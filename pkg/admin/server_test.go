@@ -57,7 +57,7 @@ func rawDo(t *testing.T, hc *http.Client, method, path, body string) answer {
 	return answer{resp.StatusCode, resp.Header, data}
 }
 
-// TestRoutes pins every route of SPEC.md "Admin API", plus the backend GET
+// TestRoutes pins every route of the admin API (docs/reference.md)
 // that drain --wait polls, with the status each outcome maps to.
 func TestRoutes(t *testing.T) {
 	const b = "/v1/pools/web/backends/web-1"

@@ -21,7 +21,7 @@ import (
 // true (or goes away) when the HTTP server is wired in.
 var httpEnabled = true
 
-// ProtocolHTTP is the protocol of a layer-7 listener (SPEC.md, "HTTP
+// ProtocolHTTP is the protocol of a layer-7 listener (configs/lbd.example.toml, "HTTP
 // listeners").
 const ProtocolHTTP = "http"
 

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Defaults, as SPEC.md documents them.
+// Defaults, as configs/lbd.example.toml documents them.
 const (
 	defaultWorkers         = 0
 	defaultAdminSocket     = "/run/lbd/admin.sock"

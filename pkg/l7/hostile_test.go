@@ -71,7 +71,7 @@ func newRawBackend(t testing.TB) (*rawBackend, netip.AddrPort) {
 	return rb, addr
 }
 
-// TestHostileRequests pins the refusals of issue 7's "Hostile HTTP/1.1" list
+// TestHostileRequests pins the refusals of hostile HTTP/1.1 framing
 // and RFC 9112 sections 6.1 and 6.3: each is answered with an error, the
 // connection is closed, and nothing reaches the backend.
 func TestHostileRequests(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package l7 is the HTTP layer-7 proxy of lbd: an HTTP/1.1 server on
-// github.com/valyala/fasthttp (chosen by measurement, see FIELD-NOTES.md)
+// github.com/valyala/fasthttp (chosen over net/http by measurement)
 // that routes each request (pkg/l7/route), verifies its bearer token
 // (pkg/l7/auth), applies the route's rate limit (pkg/l7/ratelimit) and
 // forwards it to a backend picked through the route's pool (pkg/pool).

@@ -30,7 +30,7 @@ func scrape(t *testing.T, addr string) string {
 }
 
 // TestServerMetrics runs a server from a config and checks that traffic
-// and rejections show in /metrics under SPEC.md's names.
+// and rejections show in /metrics under the names of docs/reference.md.
 func TestServerMetrics(t *testing.T) {
 	backend := nettest.EchoTCP(t)
 	front, strict, metricsAddr := nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)

@@ -1,5 +1,5 @@
 // Package auth verifies the JWT bearer tokens of the config's auth blocks
-// of type "jwt" (SPEC.md, "HTTP listeners").
+// of type "jwt" ([[auth]] in configs/lbd.example.toml).
 //
 // It knows nothing of any HTTP stack: the HTTP layer hands [Verifier.Verify]
 // the raw value of the Authorization header and the current time, answers
@@ -33,7 +33,7 @@ import (
 const MaxTokenSize = 8 << 10
 
 // Challenge is the WWW-Authenticate value that goes with every 401 answer,
-// as SPEC.md asks, whatever the error (including ErrMissing).
+// as the HTTP mode promises, whatever the error (including ErrMissing).
 const Challenge = `Bearer error="invalid_token"`
 
 // DefaultCacheSize is the number of verified tokens a Verifier remembers
@@ -84,7 +84,7 @@ type ForwardClaim struct {
 var (
 	// ErrMissing means the request carried no bearer credentials: no
 	// Authorization header, or one with another scheme. RFC 6750 §3.1 would
-	// answer it with a bare "Bearer" challenge; SPEC.md asks for Challenge.
+	// answer it with a bare "Bearer" challenge; clients are promised Challenge.
 	ErrMissing = errors.New("auth: no bearer token")
 	// ErrInvalidToken matches every *TokenError.
 	ErrInvalidToken = errors.New("auth: invalid token")

@@ -15,7 +15,7 @@ var ErrKey = errors.New("ratelimit: bad key")
 // KeyKind says which part of a request names its bucket.
 type KeyKind uint8
 
-// The kinds of key a rate_limit may use (SPEC.md, [[listener.route]]).
+// The kinds of key a rate_limit may use ([[listener.route]] in configs/lbd.example.toml).
 const (
 	KeyClientIP KeyKind = iota + 1 // the client's address, after trusted_proxies
 	KeyRoute                       // the route itself: one bucket for everyone, under RouteKey

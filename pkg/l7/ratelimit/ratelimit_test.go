@@ -43,7 +43,7 @@ func run(t *testing.T, l *Limiter, steps []step) {
 	}
 }
 
-// TestBurstThenRefusal pins issue 7, section 5: a new key gets burst
+// TestBurstThenRefusal pins the promise of rate_limit: a new key gets burst
 // requests at once, then 429s.
 func TestBurstThenRefusal(t *testing.T) {
 	run(t, New(1, 3), []step{

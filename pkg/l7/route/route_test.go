@@ -68,7 +68,7 @@ func check(t *testing.T, specs []Spec, reqs []request) {
 	}
 }
 
-// TestMatchHost pins issue 7, section 2: exact hosts, case-insensitive, port
+// TestMatchHost pins host matching: exact hosts, case-insensitive, port
 // ignored.
 func TestMatchHost(t *testing.T) {
 	specs := []Spec{
@@ -307,7 +307,7 @@ func benchTable(tb testing.TB, n int) *Table {
 	return tab
 }
 
-// TestMatchAllocs pins issue 7's "no allocation per request for matching".
+// TestMatchAllocs pins that matching allocates nothing per request.
 func TestMatchAllocs(t *testing.T) {
 	tab := benchTable(t, 16)
 	h := headers{{"Accept", "*/*"}, {"X-Tenant", "acme"}}
