@@ -387,10 +387,14 @@ start_proxy() {
 }
 
 # rss_kb PID: VmRSS in kB, summed over the process and its descendants.
-rss_kb() {
+rss_kb() { proc_sum "$1" status '/^VmRSS:/{print $2}'; }
+
+# proc_sum PID FILE AWK: the sum over the process and its descendants of
+# what AWK prints from /proc/PID/FILE.
+proc_sum() {
 	local p sum=0 v
 	for p in "$1" $(descendants "$1"); do
-		v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null || true)
+		v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || true)
 		sum=$((sum + ${v:-0}))
 	done
 	echo "$sum"
@@ -585,14 +589,7 @@ cpu_pct() {
 }
 
 # cpu_ticks PID: utime+stime of the process and its descendants.
-cpu_ticks() {
-	local p sum=0 v
-	for p in "$1" $(descendants "$1"); do
-		v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || true)
-		sum=$((sum + ${v:-0}))
-	done
-	echo "$sum"
-}
+cpu_ticks() { proc_sum "$1" stat '{print $14+$15}'; }
 
 # run_one WORKLOAD SYSTEM ROUND: one measurement on a freshly started proxy.
 run_one() {
