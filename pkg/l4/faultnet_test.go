@@ -47,6 +47,7 @@ type faultNet struct {
 	clientPeer      string // the client namespace's end of it
 	hostAddr        netip.Addr
 	backendAddr     netip.Addr
+	third           int // the /24 the suite uses is 10.250.third.0/24
 }
 
 // faultCmd executes an ip or tc command, failing the test on error.
@@ -94,6 +95,7 @@ func newFaultNet(t *testing.T) *faultNet {
 		clientPeer:  fmt.Sprintf("lbfc%dn", pid),
 		hostAddr:    netip.AddrFrom4([4]byte{10, 250, byte(third), 1}),
 		backendAddr: netip.AddrFrom4([4]byte{10, 250, byte(third), 6}),
+		third:       third,
 	}
 	backendLink, backendPeer := fmt.Sprintf("lbfb%d", pid), fmt.Sprintf("lbfb%dn", pid)
 	for _, ns := range []string{f.client, f.backend} {
@@ -286,8 +288,14 @@ func (f *faultNet) serve(t *testing.T, handle func(*net.TCPConn)) netip.AddrPort
 // dial connects to lbd from inside the client namespace.
 func (f *faultNet) dial(t *testing.T, to netip.AddrPort) *net.TCPConn {
 	t.Helper()
+	return dialFrom(t, f.client, to)
+}
+
+// dialFrom connects to lbd from inside the named namespace.
+func dialFrom(t *testing.T, ns string, to netip.AddrPort) *net.TCPConn {
+	t.Helper()
 	var c net.Conn
-	err := inNetns(f.client, func() (err error) {
+	err := inNetns(ns, func() (err error) {
 		c, err = net.DialTimeout("tcp", to.String(), 5*time.Second)
 		return err
 	})
@@ -303,10 +311,15 @@ func (f *faultNet) dial(t *testing.T, to netip.AddrPort) *net.TCPConn {
 // forwarding to the backend handle serves, and returns its address.
 func (f *faultNet) proxy(t *testing.T, handle func(*net.TCPConn)) (*Engine, netip.AddrPort) {
 	t.Helper()
-	be := f.serve(t, handle)
+	return f.proxyOn(t, f.hostAddr, f.serve(t, handle))
+}
+
+// proxyOn starts an engine listening on bind, forwarding to be.
+func (f *faultNet) proxyOn(t *testing.T, bind netip.Addr, be netip.AddrPort) (*Engine, netip.AddrPort) {
+	t.Helper()
 	e := testEngine(t, Options{})
 	ln := proxyTo(t, e, testPool(t, e.Loops(), "wrr", be), func(c *ListenerConfig) {
-		c.Bind = netip.AddrPortFrom(f.hostAddr, 0)
+		c.Bind = netip.AddrPortFrom(bind, 0)
 	})
 	return e, ln.Addr()
 }
