@@ -1,11 +1,16 @@
 package l4
 
 import (
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestUDPReplyTimeout: a flow whose backend never answers ends at
@@ -135,7 +140,7 @@ func TestUDPForgedFlood(t *testing.T) {
 // TestUDPReplyBudget: a backend that never stops sending replies does not
 // hold its loop: another flow on the same loop is still answered promptly.
 // (Here one loop reads faster than three senders write, so the test shows
-// liveness, not the starvation udpReplyRounds guards against.)
+// liveness; TestUDPReplyRounds shows the budget itself.)
 func TestUDPReplyBudget(t *testing.T) {
 	e := testEngine(t, Options{Loops: 1})
 	// The firehose answers a datagram with replies until told to stop.
@@ -237,5 +242,106 @@ func TestUDPEvictionSparesBatch(t *testing.T) {
 	buf := make([]byte, 16)
 	if n, err := clients[0].Read(buf); err != nil || string(buf[:n]) != "x" {
 		t.Fatalf("the first client of the batch: %q %v", buf[:n], err)
+	}
+}
+
+// TestUDPReplyRounds: one wake reads at most udpReplyRounds batches of a
+// flow's replies, however many wait, and leaves the flow to be read again
+// after the other events; every reply still reaches the client.
+func TestUDPReplyRounds(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs SO_RCVBUFFORCE to queue more replies than the default buffer holds")
+	}
+	e := testEngine(t, Options{Loops: 1})
+	fh, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fh.Close() })
+	hose := udpProxy(t, e, testPool(t, 1, "wrr", fh.LocalAddr().(*net.UDPAddr).AddrPort()), nil)
+	c := udpClient(t)
+	force := func(fd int) {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, _ := c.SyscallConn()
+	raw.Control(func(fd uintptr) { force(int(fd)) })
+	if _, err := c.WriteToUDPAddrPort([]byte("go"), hose.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	fh.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	_, flowAddr, err := fh.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More replies than the budget, all waiting in the flow's socket
+	// before the loop reads any of them: the loop is held by the
+	// function below until they are queued.
+	const sent = 2*udpReplyRounds*udpBatch + 5
+	l := e.loops[0]
+	type result struct {
+		read, more int
+		err        error
+	}
+	done := make(chan result, 1)
+	l.exec(func() {
+		var f *flow
+		for _, g := range l.udp.flows {
+			if g.live && g.ln == hose {
+				f = g
+			}
+		}
+		if f == nil {
+			done <- result{err: errors.New("no flow")}
+			return
+		}
+		force(f.fd)
+		// SO_MEMINFO's first word is the memory of the receive queue;
+		// each of these one-byte datagrams takes as much as the first.
+		queued := func() int {
+			n, _ := unix.GetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_MEMINFO)
+			return n
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		one := 0
+		for i := range sent {
+			if _, err := fh.WriteToUDPAddrPort([]byte{byte(i)}, flowAddr); err != nil {
+				done <- result{err: err}
+				return
+			}
+			for i == 0 && one == 0 {
+				if one = queued(); one == 0 && time.Now().After(deadline) {
+					done <- result{err: errors.New("the first reply never arrived")}
+					return
+				}
+			}
+		}
+		for queued() < sent*one {
+			if time.Now().After(deadline) {
+				done <- result{err: fmt.Errorf("%d bytes of replies queued, want %d", queued(), sent*one)}
+				return
+			}
+		}
+		l.udpReplies(f)
+		done <- result{read: int(f.replies), more: len(l.udp.moreReplies)}
+	})
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.read != udpReplyRounds*udpBatch || r.more != 1 {
+		t.Fatalf("one wake read %d replies and left %d flows for later; want %d and 1", r.read, r.more, udpReplyRounds*udpBatch)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for i := range sent {
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("reply %d of %d: %v", i, sent, err)
+		}
+		if n != 1 || buf[0] != byte(i) {
+			t.Fatalf("reply %d is %x", i, buf[:n])
+		}
 	}
 }
