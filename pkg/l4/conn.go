@@ -694,12 +694,12 @@ func (l *loop) closeConn(c *conn, reset bool) {
 	c.ln, c.cfg = nil, nil
 	c.header = nil
 	c.gen = (c.gen + 1) & genMask
-	l.free = append(l.free, c.slot)
+	l.conns.release(c.slot, func(c *conn) bool { return c.state == stFree })
 }
 
 // closeBackendConns resets every connection of this loop to backend b.
 func (l *loop) closeBackendConns(b *pool.Backend) {
-	for _, c := range l.conns {
+	for _, c := range l.conns.items {
 		if c.state != stFree && c.backend == b {
 			l.closeConn(c, true)
 		}

@@ -67,8 +67,7 @@ type loop struct {
 	events []unix.EpollEvent
 	// waitDeadline is set while waiter has a read deadline.
 	waitDeadline bool
-	conns        []*conn
-	free         []int32
+	conns        slotTable[conn] // see slots.go
 	lns          []*loopListener
 
 	pipes   *pipePool
@@ -298,18 +297,15 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 		return
 	case tagFlow:
 		idx := int(ev.Fd)
-		if l.udp != nil && idx < len(l.udp.flows) {
-			if f := l.udp.flows[idx]; f.live && f.gen == uint32(ev.Pad)>>tagBits {
+		if l.udp != nil {
+			if f := l.udp.flows.at(int32(idx)); f != nil && f.live && f.gen == uint32(ev.Pad)>>tagBits {
 				l.udpReplies(f)
 			}
 		}
 		return
 	}
 	idx := int(ev.Fd)
-	if idx >= len(l.conns) {
-		return
-	}
-	c := l.conns[idx]
+	c := l.conns.at(int32(idx))
 	if c == nil || c.gen != uint32(ev.Pad)>>tagBits {
 		return
 	}
@@ -349,8 +345,8 @@ func (l *loop) runPending() {
 	pend := l.pending
 	l.pending = nil
 	for _, idx := range pend {
-		c := l.conns[idx]
-		if !c.queued {
+		c := l.conns.at(idx)
+		if c == nil || !c.queued {
 			continue
 		}
 		c.queued = false
@@ -505,7 +501,7 @@ func (l *loop) stop() {
 // stopping.
 func (l *loop) closeAll() {
 	l.closeAllFlows()
-	for _, c := range l.conns {
+	for _, c := range l.conns.items {
 		if c != nil {
 			l.closeConn(c, false)
 		}
@@ -536,15 +532,7 @@ func (l *loop) release() {
 
 // allocConn takes a free connection slot.
 func (l *loop) allocConn() *conn {
-	if n := len(l.free); n > 0 {
-		idx := l.free[n-1]
-		l.free = l.free[:n-1]
-		c := l.conns[idx]
-		return c
-	}
-	c := &conn{slot: int32(len(l.conns))}
-	l.conns = append(l.conns, c)
-	return c
+	return l.conns.alloc(func(slot int32, gen uint32) *conn { return &conn{slot: slot, gen: gen} })
 }
 
 // register adds fd to epoll for c's side.
@@ -576,8 +564,8 @@ func (l *loop) fireTimer(ref timerRef, tick int64) {
 		l.fireFlowTimer(ref, tick)
 		return
 	}
-	c := l.conns[ref.slot]
-	if c.gen != ref.gen || c.state == stFree || c.timerTick != tick {
+	c := l.conns.at(ref.slot)
+	if c == nil || c.gen != ref.gen || c.state == stFree || c.timerTick != tick {
 		return
 	}
 	c.timerTick = -1

@@ -127,8 +127,7 @@ type udpState struct {
 	outFd    int
 	outLn    *Listener
 	outFlows [udpBatch]*pool.Backend
-	flows    []*flow
-	free     []int32
+	flows    slotTable[flow] // see slots.go
 	byKey    map[flowKey]int32
 	// byKeyPeak is byKey's largest size since it was last made: a map
 	// shrunk to a quarter of it is copied (endFlow).
@@ -268,7 +267,7 @@ func (l *loop) udpQueue(ll *loopListener, client netip.AddrPort, local netip.Add
 	u := l.udp
 	var f *flow
 	if idx, ok := u.byKey[flowKey{ll.ln, client, local}]; ok {
-		f = u.flows[idx]
+		f = u.flows.items[idx]
 	} else {
 		var reason int
 		f, reason = l.newFlow(ll, client, local)
@@ -478,10 +477,10 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 // as the flows themselves, so the list stays within twice the table.
 func (l *loop) fileUnanswered(f *flow) {
 	u := l.udp
-	if len(u.unanswered) >= len(u.flows)+64 {
+	if len(u.unanswered) >= len(u.flows.items)+64 {
 		keep := u.unanswered[:0]
 		for _, r := range u.unanswered {
-			if g := u.flows[r.slot]; g.live && g.gen == r.gen && g.replies == 0 {
+			if g := u.flows.at(r.slot); g != nil && g.live && g.gen == r.gen && g.replies == 0 {
 				keep = append(keep, r)
 			}
 		}
@@ -500,16 +499,16 @@ func (l *loop) evictUnanswered(ln *Listener) bool {
 	// good, so that a full table of answered flows costs nothing here.
 	for len(u.unanswered) > 0 {
 		r := u.unanswered[0]
-		if g := u.flows[r.slot]; g.live && g.gen == r.gen && g.replies == 0 {
+		if g := u.flows.at(r.slot); g != nil && g.live && g.gen == r.gen && g.replies == 0 {
 			break
 		}
 		u.unanswered = u.unanswered[1:]
 	}
 	for i, r := range u.unanswered {
-		g := u.flows[r.slot]
+		g := u.flows.at(r.slot)
 		// A flow with datagrams of the batch being read still queued is
 		// new in this very batch: evicting it would free it under them.
-		if !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln || g.pendFirst >= 0 {
+		if g == nil || !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln || g.pendFirst >= 0 {
 			continue
 		}
 		if i == 0 {
@@ -669,13 +668,7 @@ func (l *loop) dialUDP(to netip.AddrPort) (int, error) {
 func (l *loop) allocFlow() *flow {
 	u := l.udp
 	var f *flow
-	if n := len(u.free); n > 0 {
-		f = u.flows[u.free[n-1]]
-		u.free = u.free[:n-1]
-	} else {
-		f = &flow{slot: int32(len(u.flows))}
-		u.flows = append(u.flows, f)
-	}
+	f = u.flows.alloc(func(slot int32, gen uint32) *flow { return &flow{slot: slot, gen: gen} })
 	f.gen = (f.gen + 1) & genMask
 	f.live = true
 	return f
@@ -686,7 +679,7 @@ func (l *loop) freeFlow(f *flow) {
 	f.pendFirst, f.pendLast = -1, -1
 	f.gen = (f.gen + 1) & genMask
 	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
-	l.udp.free = append(l.udp.free, f.slot)
+	l.udp.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare })
 }
 
 // closeFlow ends a flow: its socket closes, and its counts drop.
@@ -835,7 +828,7 @@ func (l *loop) runMoreReplies() {
 	more := u.moreReplies
 	u.moreReplies = nil
 	for _, r := range more {
-		if f := u.flows[r.slot]; f.live && f.gen == r.gen {
+		if f := u.flows.at(r.slot); f != nil && f.live && f.gen == r.gen {
 			l.udpReplies(f)
 		}
 	}
@@ -940,7 +933,10 @@ func (f *flow) due() int64 {
 }
 
 func (l *loop) fireFlowTimer(ref timerRef, tick int64) {
-	f := l.udp.flows[-1-ref.slot]
+	f := l.udp.flows.at(-1 - ref.slot)
+	if f == nil {
+		return // cut off with the top of the table
+	}
 	if f.spare && f.gen == ref.gen && f.timerTick == tick {
 		f.timerTick = -1
 		l.closeSpare(f)
@@ -970,7 +966,7 @@ func (l *loop) closeListenerFlows(ln *Listener) {
 	if l.udp.outLn == ln {
 		l.udpFlush()
 	}
-	for _, f := range l.udp.flows {
+	for _, f := range l.udp.flows.items {
 		if f.live && f.ln == ln {
 			l.closeFlow(f)
 		}
@@ -983,7 +979,7 @@ func (l *loop) closeBackendFlows(b *pool.Backend) {
 		return
 	}
 	l.udpFlush()
-	for _, f := range l.udp.flows {
+	for _, f := range l.udp.flows.items {
 		if f.live && f.backend == b {
 			l.closeFlow(f)
 		}
@@ -1003,7 +999,7 @@ func (l *loop) closeAllFlows() {
 		return
 	}
 	l.udpFlush()
-	for _, f := range l.udp.flows {
+	for _, f := range l.udp.flows.items {
 		l.closeFlow(f)
 	}
 	for addr := range l.udp.spare {

@@ -201,12 +201,10 @@ func TestUDPTableShrinks(t *testing.T) {
 	waitFor(t, "the flows", func() bool { return ln.active.Load() >= flows*9/10 })
 	peak := ln.active.Load()
 	waitFor(t, "the flows to end", func() bool { return ln.active.Load() == 0 })
-	var size, top int
-	done := make(chan struct{})
-	e.loops[0].exec(func() { size, top = len(e.loops[0].udp.byKey), e.loops[0].udp.byKeyPeak; close(done) })
-	<-done
-	if size != 0 || top > minShrink {
-		t.Fatalf("after %d flows ended: %d entries, peak %d since the map was made", peak, size, top)
+	var size, top, table int
+	onLoop(e, func(l *loop) { size, top, table = len(l.udp.byKey), l.udp.byKeyPeak, len(l.udp.flows.items) })
+	if size != 0 || top > minShrink || table > minTable {
+		t.Fatalf("after %d flows ended: %d entries, peak %d since the map was made; flow table of %d", peak, size, top, table)
 	}
 }
 
@@ -288,7 +286,7 @@ func TestUDPReplyRounds(t *testing.T) {
 	done := make(chan result, 1)
 	l.exec(func() {
 		var f *flow
-		for _, g := range l.udp.flows {
+		for _, g := range l.udp.flows.items {
 			if g.live && g.ln == hose {
 				f = g
 			}
