@@ -23,7 +23,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 func main() {
 	root := &cobra.Command{
 		Use:           "lbd",
-		Short:         "lbd is a layer-4 TCP load balancer",
+		Short:         "lbd is a TCP, UDP and HTTP load balancer",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -1,8 +1,8 @@
 // Package config reads lbd's TOML configuration.
 //
-// Decoding is strict: unknown keys, wrong types and bad values are errors,
-// and so are keys of features that are not implemented yet. Every problem in
-// a file is reported, each as an *Error naming FILE:LINE, in an ErrorList.
+// Decoding is strict: unknown keys, wrong types and bad values are errors.
+// Every problem in a file is reported, each as an *Error naming FILE:LINE,
+// in an ErrorList.
 //
 // The TOML schema lives in unexported raw structs; one function, build,
 // checks them and produces the typed Config that the rest of lbd uses, with

@@ -13,14 +13,6 @@ import (
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 )
 
-// httpEnabled switches on the http keys: protocol = "http",
-// [[listener.route]], tls_cert_file, tls_key_file, access_log, the http
-// timeouts and size limits, and [[auth]].
-// While it is false they are parsed but rejected as "not implemented yet",
-// so that users cannot configure a mode the server does not run. It becomes
-// true (or goes away) when the HTTP server is wired in.
-var httpEnabled = true
-
 // ProtocolHTTP is the protocol of a layer-7 listener (configs/lbd.example.toml, "HTTP
 // listeners").
 const ProtocolHTTP = "http"

@@ -10,15 +10,6 @@ import (
 	"time"
 )
 
-// enableHTTP switches the http keys on for one test. Tests that call it
-// must not run in parallel: httpEnabled is package state.
-func enableHTTP(t *testing.T) {
-	t.Helper()
-	old := httpEnabled
-	httpEnabled = true
-	t.Cleanup(func() { httpEnabled = old })
-}
-
 // Key files that exist, for the http tests.
 const (
 	testJWKS   = "testdata/http/jwks.json"
@@ -80,38 +71,7 @@ func parseProblems(t *testing.T, in string, ws []want) {
 	}
 }
 
-// TestHTTPDisabled pins the errors that the http keys give while
-// httpEnabled is false, and that a valid http config is then refused.
-func TestHTTPDisabled(t *testing.T) {
-	if httpEnabled {
-		t.Skip("http is enabled")
-	}
-	tests := []struct {
-		desc string
-		in   string
-		want []want
-	}{
-		{"protocol http", inListener(`protocol = "http"`), []want{{5, `protocol "http" is not implemented yet`}}},
-		{"access_log", inListener(`access_log = true`), []want{{5, `listener "l": access_log is not implemented yet`}}},
-		{"tls_cert_file", inListener(`tls_cert_file = "` + testCert + `"`), []want{{5, "tls_cert_file is not implemented yet"}}},
-		{"route", doc(listenerLines, httpRouteLines, poolLines), []want{{5, `listener "l": [[listener.route]] is not implemented yet`}}},
-		{"auth", doc(listenerLines, poolLines, authLines, jwtKeyLines), []want{{9, "[[auth]] is not implemented yet"}}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.desc, func(t *testing.T) { parseProblems(t, tt.in, tt.want) })
-	}
-
-	data, err := os.ReadFile("testdata/http.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Parse("http.toml", data); err == nil || !strings.Contains(err.Error(), "not implemented yet") {
-		t.Errorf("Parse(http.toml) with http disabled: %v, want not-implemented errors", err)
-	}
-}
-
 func TestHTTPParseErrors(t *testing.T) {
-	enableHTTP(t)
 	tests := []struct {
 		desc string
 		in   string
@@ -226,7 +186,6 @@ func TestHTTPParseErrors(t *testing.T) {
 }
 
 func TestHTTPParseAccepts(t *testing.T) {
-	enableHTTP(t)
 	tests := []struct {
 		desc  string
 		in    string
@@ -319,9 +278,8 @@ func TestHTTPParseAccepts(t *testing.T) {
 }
 
 // TestHTTPGolden pins the parsed form of testdata/http.toml, the complete
-// http example, with httpEnabled.
+// http example.
 func TestHTTPGolden(t *testing.T) {
-	enableHTTP(t)
 	const input, golden = "testdata/http.toml", "testdata/http.golden"
 	cfg, err := Load(input)
 	if err != nil {
@@ -344,7 +302,6 @@ func TestHTTPGolden(t *testing.T) {
 }
 
 func TestConfigAuth(t *testing.T) {
-	enableHTTP(t)
 	cfg, err := Load("testdata/http.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -363,11 +320,9 @@ func TestConfigAuth(t *testing.T) {
 	}
 }
 
-// TestHTTPFuzzSeeds runs the FuzzParse checks on the http seeds with
-// httpEnabled, so that the invariants of accepted http configs are checked
-// too.
+// TestHTTPFuzzSeeds runs the FuzzParse checks on the http seeds, so that
+// the invariants of accepted http configs are checked too.
 func TestHTTPFuzzSeeds(t *testing.T) {
-	enableHTTP(t)
 	for _, in := range []string{inRoute(`rate_limit = { rate = 1e9 }`), inAuth(jwtKeyLines...)} {
 		cfg, err := Parse("t.toml", []byte(in))
 		if err != nil {

@@ -47,13 +47,13 @@ type rawListener struct {
 	IdleTimeout         rawString  `toml:"idle_timeout"`
 	Retries             rawInt     `toml:"retries"`
 
-	// udp only; not implemented yet.
+	// udp only.
 	UDPMaxFlows     rawInt    `toml:"udp_max_flows"`
 	UDPResponses    rawInt    `toml:"udp_responses"`
 	UDPReuseSockets rawBool   `toml:"udp_reuse_sockets"`
 	UDPReplyTimeout rawString `toml:"udp_reply_timeout"`
 
-	// http only; validated when httpEnabled, else "not implemented yet".
+	// http only.
 	TLSCertFile       rawString  `toml:"tls_cert_file"`
 	TLSKeyFile        rawString  `toml:"tls_key_file"`
 	AccessLog         rawBool    `toml:"access_log"`

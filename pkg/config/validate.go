@@ -162,13 +162,6 @@ func (s scope) oneOf(key string, r rawString, def string, choices ...string) str
 	return def
 }
 
-// unimplemented rejects a key that is in the schema for a feature to come.
-func (s scope) unimplemented(key string, set bool) {
-	if set {
-		s.errorf(key, "%s is not implemented yet", key)
-	}
-}
-
 func quoteList(choices []string) string {
 	q := make([]string, len(choices))
 	for i, c := range choices {
@@ -185,10 +178,6 @@ func (v *validator) build(raw *rawConfig) *Config {
 
 	auths := map[string]int{} // name → line of the first block with it
 	for i := range raw.Auth {
-		if !httpEnabled {
-			v.errorf(fmt.Sprintf("auth[%d]", i), "[[auth]] is not implemented yet")
-			continue
-		}
 		a := v.auth(i, &raw.Auth[i])
 		if a.Name != "" {
 			if line, dup := auths[a.Name]; dup {
@@ -226,7 +215,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 		}
 		if l.Bind.IsValid() {
 			transport := l.Protocol
-			if httpEnabled && transport == ProtocolHTTP {
+			if transport == ProtocolHTTP {
 				transport = ProtocolTCP // one TCP port serves one listener
 			}
 			key := transport + " " + l.Bind.String()
@@ -307,11 +296,7 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 
 	l.Protocol = s.str("protocol", r.Protocol, defaultProtocol)
 	switch l.Protocol {
-	case ProtocolTCP, ProtocolUDP:
-	case ProtocolHTTP:
-		if !httpEnabled {
-			s.errorf("protocol", "protocol %q is not implemented yet", l.Protocol)
-		}
+	case ProtocolTCP, ProtocolUDP, ProtocolHTTP:
 	default:
 		s.errorf("protocol", "protocol %q is not one of %s", l.Protocol, quoteList([]string{"tcp", "udp", "http"}))
 	}
@@ -334,22 +319,6 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 			}
 		}
 	}
-	if !httpEnabled {
-		s.unimplemented("tls_cert_file", r.TLSCertFile.Set)
-		s.unimplemented("tls_key_file", r.TLSKeyFile.Set)
-		s.unimplemented("access_log", r.AccessLog.Set)
-		for _, k := range []struct {
-			key string
-			set bool
-		}{{"header_timeout", r.HeaderTimeout.Set}, {"read_timeout", r.ReadTimeout.Set}, {"write_timeout", r.WriteTimeout.Set}, {"tunnel_timeout", r.TunnelTimeout.Set},
-			{"max_header_bytes", r.MaxHeaderBytes.Set}, {"max_body_bytes", r.MaxBodyBytes.Set}} {
-			s.unimplemented(k.key, k.set)
-		}
-		for j := range r.Route {
-			v.errorf(fmt.Sprintf("%s.route[%d]", s.path, j), "%s: [[listener.route]] is not implemented yet", s.what)
-		}
-	}
-
 	if bind, ok := s.given("bind", r.Bind); ok {
 		if ap, err := parseHostPort(bind); err != nil {
 			s.errorf("bind", "bind %q %s", bind, err)
@@ -395,9 +364,7 @@ func (v *validator) listener(i int, r *rawListener, pools, auths map[string]int)
 			s.errorf("accept_proxy_protocol", "accept_proxy_protocol is not supported on udp listeners")
 		}
 	}
-	if httpEnabled {
-		v.httpListener(s, r, &l, pools, auths)
-	}
+	v.httpListener(s, r, &l, pools, auths)
 	maxConns := int64(0)
 	if l.Protocol == ProtocolHTTP {
 		maxConns = DefaultHTTPMaxConnections

@@ -86,7 +86,7 @@ const (
 	ProxyV2   ProxyVersion = 2
 )
 
-// ListenerConfig is what the data plane needs to know about a tcp
+// ListenerConfig is what the data plane needs to know about a tcp or udp
 // listener. A running listener's config can be replaced (on reload) without
 // touching its sockets; connections already open keep the config they
 // started with.
@@ -143,7 +143,7 @@ type ListenerLoopStats struct {
 	_           [32]byte
 }
 
-// Listener is a tcp listener open in every loop.
+// Listener is a tcp or udp listener open in every loop.
 type Listener struct {
 	cfg    atomic.Pointer[ListenerConfig]
 	addr   netip.AddrPort
