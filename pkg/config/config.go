@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/lbd-lb/lbd/healthcheck"
 )
 
 // Config is a validated configuration.
@@ -225,36 +227,14 @@ type Backend struct {
 
 // Health check types.
 const (
-	HealthCheckTCP  = "tcp"
-	HealthCheckHTTP = "http"
-	HealthCheckNone = "none"
+	HealthCheckTCP  = healthcheck.TypeTCP
+	HealthCheckHTTP = healthcheck.TypeHTTP
+	HealthCheckNone = healthcheck.TypeNone
 )
 
-// HealthCheck is a pool's [pool.health_check].
-type HealthCheck struct {
-	// Type is one of the HealthCheck constants. Default tcp.
-	Type string
-	// Interval between probes. Default 2s.
-	Interval time.Duration
-	// Timeout of one probe, at most Interval. Default 1s, or Interval when
-	// that is shorter.
-	Timeout time.Duration
-	// Rise is the number of consecutive successes that bring a backend up.
-	// Default 2.
-	Rise int
-	// Fall is the number of consecutive failures that take a backend down.
-	// Default 3.
-	Fall int
-	// Port to probe; 0 (the default) means the backend's own port.
-	Port int
-	// Path is the http probe's request path. Default "/healthz".
-	Path string
-	// Host is the http probe's Host header; "" means the backend address.
-	Host string
-	// ExpectStatusMin and ExpectStatusMax bound the http status codes that
-	// count as success, inclusive. Default 200-399.
-	ExpectStatusMin, ExpectStatusMax int
-}
+// HealthCheck is a pool's [pool.health_check]: the health checker's own
+// config, with every default of the checker's filled in.
+type HealthCheck = healthcheck.Config
 
 // Pool returns the pool with the given name, or nil.
 func (c *Config) Pool(name string) *Pool {
@@ -489,4 +469,14 @@ func article(typ string) string {
 		return "an " + typ
 	}
 	return "a " + typ
+}
+
+// ListenerDefaults returns what a listener of the given protocol gets for
+// every key it leaves out: the one place lbd's listener defaults are
+// defined. Name, bind, pool and routes are empty.
+func ListenerDefaults(protocol string) Listener {
+	v := &validator{pos: scanPositions(nil)}
+	l := v.listener(0, &rawListener{Protocol: rawString{Val: protocol, Set: true}}, nil, nil)
+	l.Line = 0
+	return l
 }

@@ -40,7 +40,11 @@ const (
 	// (max_header_bytes and 4 KiB), so the cap bounds their memory, at
 	// about 120 MiB with the default header limit.
 	DefaultHTTPMaxConnections = 10000
-	defaultSourcePrefixV6     = 64
+	// One /64 is one rate-limit bucket by default. A /64 is the smallest
+	// network an ISP hands out (RFC 6177 advises more), and SLAAC and
+	// privacy addresses give one host any number of addresses in it, so a
+	// longer prefix would let one client mint a fresh bucket per request.
+	defaultSourcePrefixV6 = 64
 )
 
 // The values of path_normalization.

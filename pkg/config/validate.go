@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lbd-lb/lbd/healthcheck"
 )
 
 // Defaults, as configs/lbd.example.toml documents them.
@@ -36,13 +38,17 @@ const (
 
 	defaultWeight = 100
 
-	defaultHealthType     = HealthCheckTCP
-	defaultHealthInterval = "2s"
-	defaultHealthTimeout  = "1s"
-	defaultHealthRise     = 2
-	defaultHealthFall     = 3
-	defaultHealthPath     = "/healthz"
-	defaultExpectStatus   = "200-399"
+	defaultHealthType = HealthCheckTCP
+	defaultHealthRise = healthcheck.DefaultRise
+	defaultHealthFall = healthcheck.DefaultFall
+	defaultHealthPath = healthcheck.DefaultPath
+)
+
+// The health checker's defaults, in the config's words.
+var (
+	defaultHealthInterval = healthcheck.DefaultInterval.String()
+	defaultHealthTimeout  = healthcheck.DefaultTimeout.String()
+	defaultExpectStatus   = fmt.Sprintf("%d-%d", healthcheck.DefaultExpectStatusMin, healthcheck.DefaultExpectStatusMax)
 )
 
 // Limits on values.

@@ -519,7 +519,7 @@ func FuzzRoutedIsForwarded(f *testing.F) {
 		routes = append(routes, Route{Name: fmt.Sprint(i), Spec: sp, Pool: testPool(f, "wrr", dead)})
 	}
 	for _, mode := range []target.Mode{target.Strict, target.MergeSlashes, target.Off} {
-		s, err := New(Config{Routes: routes, PathNormalization: mode}, nil)
+		s, err := New(limited(Config{Routes: routes, PathNormalization: mode}), nil)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -527,7 +527,7 @@ func FuzzRoutedIsForwarded(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, tgt, host string) {
 		for _, mode := range []target.Mode{target.Strict, target.MergeSlashes, target.Off} {
-			s, _ := New(Config{Routes: routes, PathNormalization: mode}, nil)
+			s, _ := New(limited(Config{Routes: routes, PathNormalization: mode}), nil)
 			st := s.state.Load()
 			raw := "GET " + tgt + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
 			var ctx fasthttp.RequestCtx

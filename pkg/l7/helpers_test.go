@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 	"github.com/lbd-lb/lbd/pkg/pool"
@@ -104,6 +105,33 @@ func simpleRoutes(p *pool.Pool) []Route {
 	return []Route{{Name: "all", Spec: route.Spec{}, Pool: p}}
 }
 
+// limited gives each limit cfg leaves at zero the value an http listener
+// has by default, as pkg/server would pass it.
+func limited(cfg Config) Config {
+	d := config.ListenerDefaults(config.ProtocolHTTP)
+	set := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	set(&cfg.HeaderTimeout, d.HeaderTimeout)
+	set(&cfg.ReadTimeout, d.ReadTimeout)
+	set(&cfg.WriteTimeout, d.WriteTimeout)
+	set(&cfg.IdleTimeout, d.IdleTimeout)
+	set(&cfg.TunnelTimeout, d.TunnelTimeout)
+	set(&cfg.ConnectTimeout, d.ConnectTimeout)
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = int(d.MaxBodyBytes)
+	}
+	if cfg.SourcePrefixV6 == 0 {
+		cfg.SourcePrefixV6 = d.SourcePrefixV6
+	}
+	return cfg
+}
+
 // startServer runs a Server for cfg on 127.0.0.1:0 and returns it and its
 // address.
 func startServer(t testing.TB, cfg Config) (*Server, string) {
@@ -122,7 +150,7 @@ func startServer(t testing.TB, cfg Config) (*Server, string) {
 // Retire is the test's business; done receives what Serve returns.
 func serveUnmanaged(t testing.TB, cfg Config) (*Server, string, <-chan error) {
 	t.Helper()
-	s, err := New(cfg, nil)
+	s, err := New(limited(cfg), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

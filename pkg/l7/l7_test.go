@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -355,13 +356,13 @@ func TestUpdateSwapsRoutes(t *testing.T) {
 	if _, body := get(t, http.DefaultClient, "http://"+addr+"/", nil); body != "a" {
 		t.Fatalf("got %q", body)
 	}
-	if err := s.Update(Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr))}); err != nil {
+	if err := s.Update(limited(Config{Routes: simpleRoutes(testPool(t, "wrr", b.addr))})); err != nil {
 		t.Fatal(err)
 	}
 	if _, body := get(t, http.DefaultClient, "http://"+addr+"/", nil); body != "b" {
 		t.Fatalf("after update got %q", body)
 	}
-	if err := s.Update(Config{Routes: []Route{{Name: "x"}}}); err == nil {
+	if err := s.Update(limited(Config{Routes: []Route{{Name: "x"}}})); err == nil {
 		t.Errorf("route without pool accepted")
 	}
 }
@@ -466,5 +467,32 @@ func TestBackendLingeringClose(t *testing.T) {
 	}
 	if el := time.Since(start); el > 2*time.Second {
 		t.Fatalf("second request took %v", el)
+	}
+}
+
+// TestLimitsRequired: l7 has no defaults of its own; a Config that leaves a
+// limit at zero is refused, naming it.
+func TestLimitsRequired(t *testing.T) {
+	full := limited(Config{Name: "l"})
+	for _, tc := range []struct {
+		desc  string
+		unset func(*Config)
+		want  string
+	}{
+		{"header timeout", func(c *Config) { c.HeaderTimeout = 0 }, "header timeout not set"},
+		{"idle timeout", func(c *Config) { c.IdleTimeout = 0 }, "idle timeout not set"},
+		{"connect timeout", func(c *Config) { c.ConnectTimeout = 0 }, "connect timeout not set"},
+		{"max body bytes", func(c *Config) { c.MaxBodyBytes = 0 }, "max body bytes not set"},
+		{"IPv6 prefix", func(c *Config) { c.SourcePrefixV6 = 129 }, "IPv6 source prefix not set"},
+	} {
+		c := full
+		tc.unset(&c)
+		_, err := New(c, nil)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New: %v, want ErrConfig with %q", tc.desc, err, tc.want)
+		}
+	}
+	if _, err := New(full, nil); err != nil {
+		t.Fatalf("New with every limit: %v", err)
 	}
 }

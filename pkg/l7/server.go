@@ -59,18 +59,6 @@ const Slots = 8
 // sharedSlots are the picker slots of every Server in the process.
 var sharedSlots pickers
 
-// Defaults for the zero values of Config.
-const (
-	DefaultHeaderTimeout  = 10 * time.Second
-	DefaultReadTimeout    = 30 * time.Second
-	DefaultWriteTimeout   = 30 * time.Second
-	DefaultIdleTimeout    = 60 * time.Second
-	DefaultTunnelTimeout  = time.Hour
-	DefaultMaxHeaderBytes = 8 << 10
-	DefaultMaxBodyBytes   = 4 << 20
-	DefaultConnectTimeout = 2 * time.Second
-)
-
 // Errors returned, wrapped, by New and Update.
 var (
 	ErrConfig = errors.New("l7: bad config")
@@ -93,7 +81,9 @@ type Route struct {
 	LimitKey ratelimit.KeySource
 }
 
-// Config is an http listener's runtime configuration.
+// Config is an http listener's runtime configuration. Its limits have no
+// defaults here: the caller passes them all (pkg/config defines an http
+// listener's defaults), and New and Update refuse a limit left at zero.
 type Config struct {
 	Name   string
 	Routes []Route
@@ -102,21 +92,17 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// HeaderTimeout bounds reading a request's line and header, from its
 	// first byte (from the connection's start for the first request): a
-	// slowloris client is cut there; default DefaultHeaderTimeout.
-	// ReadTimeout bounds reading a request's body, once its header is in,
-	// and each wait for a backend's next bytes; default
-	// DefaultReadTimeout. WriteTimeout bounds each write of a response or
-	// of a request to a backend; default DefaultWriteTimeout. IdleTimeout bounds the wait for the next request
-	// on a keep-alive connection; default DefaultIdleTimeout.
-	// TunnelTimeout closes an upgraded connection with no bytes either
-	// way for that long; default DefaultTunnelTimeout.
+	// slowloris client is cut there. ReadTimeout bounds reading a
+	// request's body, once its header is in, and each wait for a backend's
+	// next bytes. WriteTimeout bounds each write of a response or of a
+	// request to a backend. IdleTimeout bounds the wait for the next
+	// request on a keep-alive connection. TunnelTimeout closes an upgraded
+	// connection with no bytes either way for that long.
 	HeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout, TunnelTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and header (431 beyond it);
-	// default DefaultMaxHeaderBytes. MaxBodyBytes bounds the request body
-	// (413 beyond it); default DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds the request body (413 beyond it).
 	MaxHeaderBytes, MaxBodyBytes int
-	// ConnectTimeout bounds a connect to a backend; default
-	// DefaultConnectTimeout.
+	// ConnectTimeout bounds a connect to a backend.
 	ConnectTimeout time.Duration
 	// Retries is how many other backends a request may try after a
 	// connect failure, whatever its method: it never left. Default 0.
@@ -139,9 +125,8 @@ type Config struct {
 	// True-Client-IP, X-Original-URL, X-Rewrite-URL, Forwarded and every
 	// X-Forwarded-* header lbd does not set itself), in canonical form.
 	StripHeaders []string
-	// SourcePrefixV6 is the prefix length by which IPv6 client addresses
-	// share a client_ip rate-limit bucket; 0 means
-	// ratelimit.DefaultV6Prefix.
+	// SourcePrefixV6 is the prefix length, 1 to 128, by which IPv6 client
+	// addresses share a client_ip rate-limit bucket.
 	SourcePrefixV6 int
 	// LoopBase is the first pool loop index l7 may use: pools are built
 	// with LoopBase+Slots loops, the first LoopBase belonging to the
@@ -263,7 +248,6 @@ func (s *Server) Inherit(prev *Server) { s.rejectedBase.Add(prev.RejectedConnect
 // and connection cap, defaults applied: whether Update can go from one to
 // the other.
 func SameLimits(a, b Config) bool {
-	a, b = withDefaults(a), withDefaults(b)
 	return a.HeaderTimeout == b.HeaderTimeout && a.ReadTimeout == b.ReadTimeout &&
 		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout && a.TunnelTimeout == b.TunnelTimeout &&
 		a.MaxHeaderBytes == b.MaxHeaderBytes && a.MaxBodyBytes == b.MaxBodyBytes &&
@@ -333,42 +317,31 @@ func bodyTimeout(d time.Duration) func(*fasthttp.RequestHeader) fasthttp.Request
 	}
 }
 
-// withDefaults fills in the zero timeouts and limits of cfg.
-func withDefaults(cfg Config) Config {
-	if cfg.HeaderTimeout <= 0 {
-		cfg.HeaderTimeout = DefaultHeaderTimeout
+// checkLimits refuses a Config with a limit left at zero.
+func checkLimits(cfg Config) error {
+	for _, l := range []struct {
+		name string
+		set  bool
+	}{
+		{"header timeout", cfg.HeaderTimeout > 0}, {"read timeout", cfg.ReadTimeout > 0},
+		{"write timeout", cfg.WriteTimeout > 0}, {"idle timeout", cfg.IdleTimeout > 0},
+		{"tunnel timeout", cfg.TunnelTimeout > 0}, {"max header bytes", cfg.MaxHeaderBytes > 0},
+		{"max body bytes", cfg.MaxBodyBytes > 0}, {"connect timeout", cfg.ConnectTimeout > 0},
+		{"IPv6 source prefix", cfg.SourcePrefixV6 > 0 && cfg.SourcePrefixV6 <= 128},
+	} {
+		if !l.set {
+			return fmt.Errorf("%w: listener %q: %s not set", ErrConfig, cfg.Name, l.name)
+		}
 	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = DefaultReadTimeout
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.TunnelTimeout <= 0 {
-		cfg.TunnelTimeout = DefaultTunnelTimeout
-	}
-	if cfg.MaxHeaderBytes <= 0 {
-		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = DefaultConnectTimeout
-	}
-	if cfg.SourcePrefixV6 <= 0 || cfg.SourcePrefixV6 > 128 {
-		cfg.SourcePrefixV6 = ratelimit.DefaultV6Prefix
-	}
-	return cfg
+	return nil
 }
 
 // build turns cfg into a state, reusing the counters of routes that keep
 // their name.
 func (s *Server) build(cfg Config) (*state, error) {
-	cfg = withDefaults(cfg)
+	if err := checkLimits(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.Retries < 0 {
 		return nil, fmt.Errorf("%w: listener %q: negative retries", ErrConfig, cfg.Name)
 	}

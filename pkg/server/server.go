@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lbd-lb/lbd/healthcheck"
 	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
@@ -125,18 +124,7 @@ func poolSpec(pc config.Pool) pool.Spec {
 		Hash:            pc.Hash,
 		MaglevTableSize: pc.MaglevTableSize,
 		PassiveFailures: pc.PassiveFailures,
-		HealthCheck: healthcheck.Config{
-			Type:            pc.HealthCheck.Type,
-			Interval:        pc.HealthCheck.Interval,
-			Timeout:         pc.HealthCheck.Timeout,
-			Rise:            pc.HealthCheck.Rise,
-			Fall:            pc.HealthCheck.Fall,
-			Port:            pc.HealthCheck.Port,
-			Path:            pc.HealthCheck.Path,
-			Host:            pc.HealthCheck.Host,
-			ExpectStatusMin: pc.HealthCheck.ExpectStatusMin,
-			ExpectStatusMax: pc.HealthCheck.ExpectStatusMax,
-		},
+		HealthCheck:     pc.HealthCheck,
 	}
 	for _, b := range pc.Backends {
 		spec.Backends = append(spec.Backends, pool.BackendSpec{Name: b.Name, Address: b.Address, Weight: b.Weight, MaxConnections: b.MaxConnections})

@@ -86,13 +86,6 @@ func isToken(s string) bool {
 	return s != ""
 }
 
-// DefaultV6Prefix is the IPv6 prefix length that AddrKey is usually given:
-// one /64 is one bucket. A /64 is the smallest network an ISP hands out
-// (RFC 6177 advises more), and SLAAC and privacy addresses give one host
-// any number of addresses in it, so a longer prefix would let one client
-// mint a fresh bucket per request.
-const DefaultV6Prefix = 64
-
 // Key names a bucket: a 128-bit hash of what identifies the client. It is
 // fixed-size, so a Limiter keeps 16 bytes per key whatever the size of the
 // header or claim it came from, and 128 bits make a collision between two
@@ -158,7 +151,7 @@ func ClaimKey(v string) Key {
 // ignored. IPv4 and IPv6 keys never collide. The invalid Addr, a client
 // whose address is unknown, gets one Key of its own.
 //
-// v6Prefix must be between 1 and 128 (DefaultV6Prefix is the usual value);
+// v6Prefix must be between 1 and 128 (64 is the usual value);
 // the config is validated before a request is served, so AddrKey panics
 // otherwise rather than silently pick a prefix.
 func AddrKey(a netip.Addr, v6Prefix int) Key {

@@ -146,7 +146,7 @@ func TestKeySpaces(t *testing.T) {
 			if k == RouteKey() || k == (Key{}) {
 				t.Errorf("%.20q: %v is the route key or the zero key", v, k)
 			}
-			if a, err := netip.ParseAddr(v); err == nil && (k == AddrKey(a, 128) || k == AddrKey(a, DefaultV6Prefix)) {
+			if a, err := netip.ParseAddr(v); err == nil && (k == AddrKey(a, 128) || k == AddrKey(a, v6Prefix)) {
 				t.Errorf("%.20q: a header or claim key is an address key", v)
 			}
 		}
@@ -182,7 +182,7 @@ func TestKeysSpread(t *testing.T) {
 	value := make([]byte, 8)
 	for i := range n {
 		value[0], value[1], value[2] = byte(i), byte(i>>8), byte(i>>16)
-		for _, k := range []Key{HeaderKey(value), AddrKey(v6(i), DefaultV6Prefix), v4(i)} {
+		for _, k := range []Key{HeaderKey(value), AddrKey(v6(i), v6Prefix), v4(i)} {
 			if seen[k] {
 				t.Fatalf("value %d: key %v made twice", i, k)
 			}
@@ -222,8 +222,8 @@ func TestKeyAllocs(t *testing.T) {
 		{"RouteKey", RouteKey},
 		{"HeaderKey", func() Key { return HeaderKey(value) }},
 		{"ClaimKey", func() Key { return ClaimKey(claim) }},
-		{"AddrKey IPv4", func() Key { return AddrKey(a4, DefaultV6Prefix) }},
-		{"AddrKey IPv6", func() Key { return AddrKey(a6, DefaultV6Prefix) }},
+		{"AddrKey IPv4", func() Key { return AddrKey(a4, v6Prefix) }},
+		{"AddrKey IPv6", func() Key { return AddrKey(a6, v6Prefix) }},
 		{"AddrKey IPv4-mapped", func() Key { return AddrKey(mapped, 128) }},
 	} {
 		if n := testing.AllocsPerRun(100, func() { sinkKey = tc.f() }); n != 0 {
@@ -244,8 +244,8 @@ func BenchmarkKey(b *testing.B) {
 		{"header 32 B", func() Key { return HeaderKey(short) }},
 		{"header 8 KB", func() Key { return HeaderKey(long) }},
 		{"claim 32 B", func() Key { return ClaimKey(string(short)) }},
-		{"IPv4", func() Key { return AddrKey(a4, DefaultV6Prefix) }},
-		{"IPv6", func() Key { return AddrKey(a6, DefaultV6Prefix) }},
+		{"IPv4", func() Key { return AddrKey(a4, v6Prefix) }},
+		{"IPv6", func() Key { return AddrKey(a6, v6Prefix) }},
 	} {
 		b.Run(bc.desc, func(b *testing.B) {
 			b.ReportAllocs()

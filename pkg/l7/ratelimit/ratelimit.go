@@ -7,8 +7,8 @@
 //   - Keys are fixed-size: a Key is a 128-bit hash of the value (see Key),
 //     so an 8 KB header costs the table what a 4-byte address does, and no
 //     key bytes are kept.
-//   - IPv6 clients are counted by network (AddrKey, DefaultV6Prefix), since
-//     one host can use every address of its /64.
+//   - IPv6 clients are counted by network (AddrKey's prefix length, 64 by
+//     default), since one host can use every address of its /64.
 //   - The table is bounded by MaxKeys, and its heap by MaxBytes.
 //   - Keys whose buckets have refilled are forgotten every PruneInterval, so
 //     the memory of a past flood goes back to the heap.

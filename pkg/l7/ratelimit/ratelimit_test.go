@@ -396,7 +396,7 @@ func allow(l *Limiter, now time.Time, keys ...string) {
 
 // v4 returns the key of the i-th address of 10.0.0.0/8.
 func v4(i int) Key {
-	return AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), DefaultV6Prefix)
+	return AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), v6Prefix)
 }
 
 // v6 returns the i-th address of 2001:db8::/32, each in a /64 of its own.
@@ -445,7 +445,7 @@ func TestFloodMemoryBound(t *testing.T) {
 			binary.LittleEndian.PutUint64(value, uint64(i))
 			key = HeaderKey(value)
 		} else {
-			key = AddrKey(v6(i), DefaultV6Prefix)
+			key = AddrKey(v6(i), v6Prefix)
 		}
 		if ok, _ := l.Allow(key, now); !ok {
 			t.Fatalf("new key %d refused", i)
@@ -653,7 +653,7 @@ func checkMatchesRate(t *testing.T, perSecond float64, burst int, backwards bool
 
 func TestAllowAllocs(t *testing.T) {
 	l := New(1e9, 1<<30)
-	key := AddrKey(netip.MustParseAddr("192.0.2.1"), DefaultV6Prefix)
+	key := AddrKey(netip.MustParseAddr("192.0.2.1"), v6Prefix)
 	l.Allow(key, t0)
 	if n := testing.AllocsPerRun(1000, func() { l.Allow(key, t0) }); n != 0 {
 		t.Errorf("Allow of a known key allocates %v times", n)
@@ -762,3 +762,6 @@ func TestAddSat(t *testing.T) {
 		}
 	}
 }
+
+// v6Prefix is the prefix length the tests give AddrKey: lbd's default.
+const v6Prefix = 64
