@@ -84,7 +84,7 @@ func tableSize(size, n int) (uint64, error) {
 	if size == 0 {
 		size = DefaultTableSize
 	}
-	if size < MinTableSize || size > MaxTableSize || !isPrime(size) {
+	if size < MinTableSize || size > MaxTableSize || !IsPrime(size) {
 		return 0, fmt.Errorf("%w: %d is not a prime in [%d, %d]", ErrTableSize, size, MinTableSize, MaxTableSize)
 	}
 	if size < n {
@@ -93,9 +93,9 @@ func tableSize(size, n int) (uint64, error) {
 	return uint64(size), nil
 }
 
-// isPrime tests by trial division, which is exact and, for sizes up to
+// IsPrime tests by trial division, which is exact and, for sizes up to
 // MaxTableSize, at most 2048 divisions.
-func isPrime(n int) bool {
+func IsPrime(n int) bool {
 	if n < 2 {
 		return false
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/lbd-lb/lbd/internal/ascii"
 )
 
 // respHead is what a probe needs of a response head.
@@ -205,18 +207,11 @@ func asciiEqualFold(b []byte, s string) bool {
 		return false
 	}
 	for i := range len(b) {
-		if lower(b[i]) != lower(s[i]) {
+		if ascii.Lower(b[i]) != ascii.Lower(s[i]) {
 			return false
 		}
 	}
 	return true
-}
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }

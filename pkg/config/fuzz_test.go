@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 )
@@ -104,7 +105,7 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		}
 	}
 	for _, p := range cfg.Pools {
-		if len(p.Backends) == 0 || !isPrime(p.MaglevTableSize) {
+		if len(p.Backends) == 0 || !balancer.IsPrime(p.MaglevTableSize) {
 			t.Fatalf("pool %q: %d backends, table size %d", p.Name, len(p.Backends), p.MaglevTableSize)
 		}
 		for _, b := range p.Backends {

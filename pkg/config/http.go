@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lbd-lb/lbd/internal/ascii"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 )
@@ -246,7 +247,7 @@ func (v *validator) auth(i int, r *rawAuth) Auth {
 			switch {
 			case claim.key == "":
 				s.errorf(claim.at, "forward_claims: empty claim name for header %q", header)
-			case !isToken(header):
+			case !ascii.IsToken(header):
 				s.errorf(claim.at, "forward_claims: %q is not a valid header name (claim %q)", header, claim.key)
 			case slices.Contains(headersNeverForwarded, canon):
 				s.errorf(claim.at, "forward_claims: header %s may not be set from a claim (claim %q)", canon, claim.key)
@@ -373,7 +374,7 @@ func (v *validator) httpListener(s scope, r *rawListener, l *Listener, pools, au
 		for _, name := range r.StripHeaders.Val {
 			canon := textproto.CanonicalMIMEHeaderKey(name)
 			switch {
-			case !isToken(name):
+			case !ascii.IsToken(name):
 				s.errorf("strip_headers", "strip_headers: %q is not a valid header name", name)
 			case slices.Contains(headersNeverForwarded, canon) || strings.HasPrefix(canon, "X-Forwarded-"):
 				s.errorf("strip_headers", "strip_headers: %s cannot be listed: lbd handles it itself", canon)
@@ -542,22 +543,4 @@ func (s scope) rateLimit(val any, hasAuth bool) *RateLimit {
 		return nil
 	}
 	return rl
-}
-
-// isToken reports whether s is an RFC 9110 token, the syntax of a header
-// name.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/healthcheck"
 )
 
@@ -402,7 +403,7 @@ func (v *validator) pool(i int, r *rawPool) Pool {
 	p.Algorithm = s.oneOf("algorithm", r.Algorithm, defaultAlgorithm, AlgorithmMaglev, AlgorithmLeastConn, AlgorithmWRR, AlgorithmP2C)
 	p.Hash = s.oneOf("hash", r.Hash, defaultHash, HashSourceIP, HashSourceIPPort)
 	p.MaglevTableSize = s.integer("maglev_table_size", r.MaglevTableSize, defaultMaglevTableSize, minMaglevTableSize, maxMaglevTableSize)
-	if r.MaglevTableSize.Set && !isPrime(p.MaglevTableSize) {
+	if r.MaglevTableSize.Set && !balancer.IsPrime(p.MaglevTableSize) {
 		s.errorf("maglev_table_size", "maglev_table_size %d is not prime (try %d)", p.MaglevTableSize, nextPrime(p.MaglevTableSize))
 		p.MaglevTableSize = defaultMaglevTableSize
 	}
@@ -653,22 +654,8 @@ func parseDigits(s string) (int, bool) {
 	return n, true
 }
 
-// isPrime reports whether n is prime. n is at most maxMaglevTableSize, so
-// trial division is quick.
-func isPrime(n int) bool {
-	if n < 2 {
-		return false
-	}
-	for d := 2; d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func nextPrime(n int) int {
-	for !isPrime(n) {
+	for !balancer.IsPrime(n) {
 		n++
 	}
 	return n

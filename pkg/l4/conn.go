@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/internal/netset"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -125,7 +126,7 @@ func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
 		return
 	}
 	if cfg.AcceptProxy {
-		if !trusted(cfg.TrustedProxies, peer.Addr()) {
+		if !netset.Set(cfg.TrustedProxies).Contains(peer.Addr()) {
 			l.reject(c, RejectProxyHeader)
 			return
 		}
@@ -142,16 +143,6 @@ func (l *loop) newConn(ln *Listener, fd int, peer netip.AddrPort) {
 func (l *loop) reject(c *conn, reason int) {
 	c.ln.stats[l.id].Rejected[reason].Add(1)
 	l.closeConn(c, false)
-}
-
-func trusted(nets []netip.Prefix, a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range nets {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // connect picks a backend not yet tried and starts a non-blocking connect

@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/internal/ascii"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
 	"github.com/lbd-lb/lbd/pkg/l7/target"
@@ -299,7 +300,7 @@ func (x *exchange) requestTarget() string {
 	}
 	switch form {
 	case target.AbsoluteForm:
-		if !asciiEqualFoldBytes(authority, host) {
+		if !ascii.EqualFold(authority, host) {
 			return "the target's authority differs from Host"
 		}
 	case target.AsteriskForm:
@@ -416,7 +417,7 @@ func scanHeader(raw []byte) (sc headerScan) {
 			return sc
 		}
 		name := line[:colon]
-		if !isToken(name) {
+		if !ascii.IsToken(name) {
 			// RFC 9112 section 5.1: no space before the colon. A name
 			// another parser would trim must not slip past headerBit.
 			sc.reason = "malformed header name"
@@ -438,7 +439,7 @@ func scanHeader(raw []byte) (sc headerScan) {
 			cl++
 		case hdrTransferEncoding:
 			te++
-			if !asciiEqualFold(bytes.Trim(line[colon+1:], " \t"), "chunked") {
+			if !ascii.EqualFold(bytes.Trim(line[colon+1:], " \t"), "chunked") {
 				sc.reason = "unsupported transfer-encoding"
 				return sc
 			}
@@ -455,33 +456,6 @@ func scanHeader(raw []byte) (sc headerScan) {
 		sc.reason = "duplicate transfer-encoding"
 	}
 	return sc
-}
-
-// tchar marks the bytes of an RFC 9110 token.
-var tchar = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
-
-func isToken(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if !tchar[c] {
-			return false
-		}
-	}
-	return true
 }
 
 // routeStage picks the route: 404 when none matches.
@@ -629,12 +603,12 @@ func limitKey(x *exchange) ratelimit.Key {
 // the peer is trusted, the rightmost X-Forwarded-For address that is not.
 func (st *state) clientIP(x *exchange) netip.Addr {
 	ip := x.peer.Addr()
-	if !st.isTrusted(ip) {
+	if !st.trusted.Contains(ip) {
 		return ip
 	}
 	var vals [][]byte
 	for k, v := range x.ctx.Request.Header.All() {
-		if asciiEqualFold(k, "X-Forwarded-For") {
+		if ascii.EqualFold(k, "X-Forwarded-For") {
 			vals = append(vals, v)
 		}
 	}
@@ -647,28 +621,13 @@ func (st *state) clientIP(x *exchange) netip.Addr {
 			}
 			a = a.Unmap()
 			ip = a
-			if !st.isTrusted(a) {
+			if !st.trusted.Contains(a) {
 				return a
 			}
 		}
 	}
 	return ip
 }
-
-func (st *state) isTrusted(a netip.Addr) bool {
-	for _, p := range st.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// asciiEqualFold compares b and s ignoring ASCII case.
-func asciiEqualFold(b []byte, s string) bool { return equalFold(b, s, false) }
-
-// asciiEqualFoldBytes is asciiEqualFold for two byte slices.
-func asciiEqualFoldBytes(a, b []byte) bool { return equalFold(a, b, false) }
 
 // equalFold compares b and s ignoring ASCII case; with dashed, an
 // underscore in b counts as a dash.
@@ -681,13 +640,7 @@ func equalFold[T ~string | ~[]byte](b []byte, s T, dashed bool) bool {
 		if dashed && c == '_' {
 			c = '-'
 		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
+		if ascii.Lower(c) != ascii.Lower(d) {
 			return false
 		}
 	}
@@ -704,7 +657,7 @@ func hasToken(v []byte, tok string) bool {
 		} else {
 			part, v = v, nil
 		}
-		if asciiEqualFold(bytes.TrimSpace(part), tok) {
+		if ascii.EqualFold(bytes.TrimSpace(part), tok) {
 			return true
 		}
 	}

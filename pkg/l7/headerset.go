@@ -1,6 +1,10 @@
 package l7
 
-import "math/bits"
+import (
+	"math/bits"
+
+	"github.com/lbd-lb/lbd/internal/ascii"
+)
 
 // headerSet is a set of the request headers the proxy removes, replaces or
 // counts, one bit each. The framing stage fills it while it scans the raw
@@ -107,11 +111,11 @@ func headerBit(name []byte) headerSet {
 		cands = []headerSet{hdrProxyAuthorization, hdrXClusterClientIP}
 	}
 	for _, b := range cands {
-		if asciiEqualFold(name, b.name()) {
+		if ascii.EqualFold(name, b.name()) {
 			return b
 		}
 	}
-	if len(name) > len(xForwardedPrefix) && asciiEqualFold(name[:len(xForwardedPrefix)], xForwardedPrefix) {
+	if len(name) > len(xForwardedPrefix) && ascii.EqualFold(name[:len(xForwardedPrefix)], xForwardedPrefix) {
 		return hdrXForwardedOther
 	}
 	return 0

@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/lbd-lb/lbd/balancer"
+	"github.com/lbd-lb/lbd/internal/ascii"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
@@ -611,7 +612,7 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 		x.ctx.Request.URI().SetScheme("http")
 	}
 
-	trusted := x.st.isTrusted(x.peer.Addr())
+	trusted := x.st.trusted.Contains(x.peer.Addr())
 	var buf [64]byte
 	peer := x.peer.Addr().AppendTo(buf[:0])
 	if trusted {
@@ -742,16 +743,16 @@ func stripHop(h headerMap, present headerSet, claims []auth.ForwardClaim, routed
 const neverNamedAway = hdrContentLength | hdrTransferEncoding | hdrXForwardedFor | hdrXForwardedProto | hdrXForwardedHost
 
 func keeps(keep []auth.ForwardClaim, routed []string, name []byte) bool {
-	if asciiEqualFold(name, "Host") || headerBit(name)&neverNamedAway != 0 {
+	if ascii.EqualFold(name, "Host") || headerBit(name)&neverNamedAway != 0 {
 		return true
 	}
 	for _, r := range routed {
-		if asciiEqualFold(name, r) {
+		if ascii.EqualFold(name, r) {
 			return true
 		}
 	}
 	for _, k := range keep {
-		if asciiEqualFold(name, k.Header) {
+		if ascii.EqualFold(name, k.Header) {
 			return true
 		}
 	}
@@ -782,7 +783,7 @@ func trimSpace(b []byte) []byte {
 func wantsEventStream(accept []byte) bool {
 	const sse = "text/event-stream"
 	for i := 0; i+len(sse) <= len(accept); i++ {
-		if asciiEqualFold(accept[i:i+len(sse)], sse) {
+		if ascii.EqualFold(accept[i:i+len(sse)], sse) {
 			return true
 		}
 	}

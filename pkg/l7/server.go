@@ -37,6 +37,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/lbd-lb/lbd/internal/netset"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
 	"github.com/lbd-lb/lbd/pkg/l7/ratelimit"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
@@ -185,7 +186,7 @@ type state struct {
 	cfg     Config
 	table   *route.Table
 	routes  []liveRoute
-	trusted []netip.Prefix
+	trusted netset.Set
 	now     func() time.Time
 	chain   handler
 	proxy   *proxyStage

@@ -14,6 +14,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"github.com/lbd-lb/lbd/internal/netset"
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l7"
 	"github.com/lbd-lb/lbd/pkg/l7/auth"
@@ -275,11 +276,8 @@ func (s *Server) serve(h *httpListener, lc config.Listener, srv *l7.Server, cert
 			ReadHeaderTimeout: 5 * time.Second,
 			ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
 				if a, ok := o.Upstream.(*net.TCPAddr); ok {
-					ip, _ := netip.AddrFromSlice(a.IP)
-					for _, p := range trustedNets {
-						if p.Contains(ip.Unmap()) {
-							return proxyproto.REQUIRE, nil
-						}
+					if ip, _ := netip.AddrFromSlice(a.IP); netset.Set(trustedNets).Contains(ip) {
+						return proxyproto.REQUIRE, nil
 					}
 				}
 				// Closes this connection; the listener goes on.

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/lbd-lb/lbd/internal/ascii"
 )
 
 // MaxTokenSize is the largest token, in bytes, that Verify will look at.
@@ -297,7 +299,7 @@ func forwardClaims(m map[string]string) ([]ForwardClaim, error) {
 		if claim == "" {
 			return nil, fmt.Errorf("forward_claims: empty claim name for header %q", header)
 		}
-		if !isToken(header) {
+		if !ascii.IsToken(header) {
 			return nil, fmt.Errorf("forward_claims: %q is not a valid header name (claim %q)", header, claim)
 		}
 		h := textproto.CanonicalMIMEHeaderKey(header)
@@ -313,23 +315,6 @@ func forwardClaims(m map[string]string) ([]ForwardClaim, error) {
 		}
 	}
 	return out, nil
-}
-
-// isToken reports whether s is an RFC 9110 token, the syntax of a field name.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // Name is the auth block's name.

@@ -7,6 +7,8 @@ import (
 	"hash/maphash"
 	"net/netip"
 	"strings"
+
+	"github.com/lbd-lb/lbd/internal/ascii"
 )
 
 // ErrKey is returned, wrapped, by ParseKey for a key it does not know.
@@ -42,7 +44,7 @@ func ParseKey(s string) (KeySource, error) {
 		return KeySource{Kind: KeyRoute}, nil
 	}
 	if name, ok := strings.CutPrefix(s, "header:"); ok {
-		if !isToken(name) {
+		if !ascii.IsToken(name) {
 			return KeySource{}, fmt.Errorf("%w: %q: the header name is not an HTTP token", ErrKey, s)
 		}
 		return KeySource{Kind: KeyHeader, Name: name}, nil
@@ -69,21 +71,6 @@ func (k KeySource) String() string {
 		return "claim:" + k.Name
 	}
 	return fmt.Sprintf("KeyKind(%d)", k.Kind)
-}
-
-// isToken reports whether s is a non-empty HTTP token (RFC 9110, section
-// 5.6.2), the syntax of a header name.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
 }
 
 // Key names a bucket: a 128-bit hash of what identifies the client. It is

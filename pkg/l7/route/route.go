@@ -17,6 +17,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/lbd-lb/lbd/internal/ascii"
 )
 
 // Sentinel errors returned, wrapped with the route's position and name, by
@@ -139,7 +141,7 @@ func compile(s Spec) (route, error) {
 		if name == "" {
 			return r, fmt.Errorf("%w: empty name", ErrHeader)
 		}
-		if !isToken(name) {
+		if !ascii.IsToken(name) {
 			return r, fmt.Errorf("%w: name %q is not an HTTP token", ErrHeader, name)
 		}
 		canon := canonicalName(name)
@@ -335,11 +337,7 @@ func matchHost[T text](r *route, host T) bool {
 // ignoring ASCII case in a. len(a) must equal len(lower).
 func equalFold[T text](a T, lower string) bool {
 	for i := 0; i < len(lower); i++ {
-		c := a[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
+		if ascii.Lower(a[i]) != lower[i] {
 			return false
 		}
 	}
@@ -349,21 +347,6 @@ func equalFold[T text](a T, lower string) bool {
 // hasPrefix is strings.HasPrefix for either form of path.
 func hasPrefix[T text](path T, prefix string) bool {
 	return len(path) >= len(prefix) && string(path[:len(prefix)]) == prefix
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110, section 5.6.2), the
-// syntax of a header name.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
 }
 
 // canonicalName returns the canonical MIME form of a header name token:

@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/lbd-lb/lbd/internal/ascii"
 )
 
 // Sentinel errors. Normalize and Split return them unwrapped, so a caller can
@@ -155,7 +157,7 @@ func hasPrefixFold(b []byte, prefix string) bool {
 		return false
 	}
 	for i := range len(prefix) {
-		if lower(b[i]) != prefix[i] {
+		if ascii.Lower(b[i]) != prefix[i] {
 			return false
 		}
 	}
@@ -333,7 +335,7 @@ func decodeSegment(out, seg []byte) ([]byte, error) {
 // which is no unreserved character and so survives decoding.
 func hasParam(s []byte) bool {
 	for i, c := range s {
-		if c == ';' || c == '%' && i+2 < len(s) && s[i+1] == '3' && lower(s[i+2]) == 'b' {
+		if c == ';' || c == '%' && i+2 < len(s) && s[i+1] == '3' && ascii.Lower(s[i+2]) == 'b' {
 			return true
 		}
 	}
@@ -404,7 +406,7 @@ func hostName(h []byte) bool {
 				return false
 			}
 			label = 0
-		case 'a' <= lower(c) && lower(c) <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		case 'a' <= ascii.Lower(c) && ascii.Lower(c) <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
 			label++
 		default:
 			return false
@@ -477,19 +479,12 @@ func validIPv4(s []byte) bool {
 // unreserved reports whether c is ALPHA / DIGIT / "-" / "." / "_" / "~"
 // (RFC 3986 section 2.3).
 func unreserved(c byte) bool {
-	return 'a' <= lower(c) && lower(c) <= 'z' || '0' <= c && c <= '9' ||
+	return 'a' <= ascii.Lower(c) && ascii.Lower(c) <= 'z' || '0' <= c && c <= '9' ||
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
 func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= lower(c) && lower(c) <= 'f'
+	return '0' <= c && c <= '9' || 'a' <= ascii.Lower(c) && ascii.Lower(c) <= 'f'
 }
 
 // unhex returns the value of the hex digit c, which isHex has accepted.
@@ -497,5 +492,5 @@ func unhex(c byte) byte {
 	if c <= '9' {
 		return c - '0'
 	}
-	return lower(c) - 'a' + 10
+	return ascii.Lower(c) - 'a' + 10
 }
