@@ -24,6 +24,7 @@ package l7
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,8 +90,15 @@ type Config struct {
 	Name   string
 	Routes []Route
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept
-	// (and extended) rather than replaced.
+	// (and extended) rather than replaced, and, with AcceptProxyProtocol,
+	// the only peers whose PROXY header is taken.
 	TrustedProxies []netip.Prefix
+	// AcceptProxyProtocol has a Listener read a PROXY header (v1 or v2)
+	// first on each connection, before TLS; its source becomes the client.
+	// A connection from elsewhere is closed.
+	AcceptProxyProtocol bool
+	// Cert is a Listener's TLS certificate; nil serves plain HTTP.
+	Cert *tls.Certificate
 	// HeaderTimeout bounds reading a request's line and header, from its
 	// first byte (from the connection's start for the first request): a
 	// slowloris client is cut there. ReadTimeout bounds reading a
@@ -217,8 +225,8 @@ type liveRoute struct {
 // New validates cfg, compiles its routes and returns a Server ready to Serve.
 //
 // The timeouts, size limits and MaxConnections of a Server are fixed when
-// it is made (Update keeps them); SameLimits tells when a new configuration
-// needs a Successor instead.
+// it is made (Update keeps them); NeedsSuccessor tells when a new
+// configuration needs a Successor instead.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	return newServer(cfg, log, newListenerStats())
 }
@@ -245,10 +253,9 @@ func (s *Server) RejectedConnections() uint64 {
 // accepting and s has taken its place.
 func (s *Server) Inherit(prev *Server) { s.rejectedBase.Add(prev.RejectedConnections()) }
 
-// SameLimits reports whether a and b have the same timeouts, size limits
-// and connection cap, defaults applied: whether Update can go from one to
-// the other.
-func SameLimits(a, b Config) bool {
+// sameLimits reports whether a and b have the same timeouts, size limits
+// and connection cap: whether Update can go from one to the other.
+func sameLimits(a, b Config) bool {
 	return a.HeaderTimeout == b.HeaderTimeout && a.ReadTimeout == b.ReadTimeout &&
 		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout && a.TunnelTimeout == b.TunnelTimeout &&
 		a.MaxHeaderBytes == b.MaxHeaderBytes && a.MaxBodyBytes == b.MaxBodyBytes &&
@@ -402,8 +409,8 @@ func (s *Server) build(cfg Config) (*state, error) {
 
 // Update swaps in a new configuration atomically: requests already past
 // routing finish under the old one, new requests see the new one. Timeouts,
-// size limits and MaxConnections keep their first values (see SameLimits
-// and Successor).
+// size limits and MaxConnections keep their first values (see
+// NeedsSuccessor and Successor).
 func (s *Server) Update(cfg Config) error {
 	st, err := s.build(cfg)
 	if err != nil {

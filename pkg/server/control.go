@@ -28,7 +28,7 @@ func (s *Server) Status() admin.Status {
 		if h := s.http[lc.Name]; h != nil {
 			// Requests, not connections, are what an http listener
 			// counts; its metrics have them by route and code.
-			st.Listeners = append(st.Listeners, admin.ListenerStatus{Name: lc.Name, Bind: h.addr(), Protocol: lc.Protocol})
+			st.Listeners = append(st.Listeners, admin.ListenerStatus{Name: lc.Name, Bind: h.Addr(), Protocol: lc.Protocol})
 			continue
 		}
 		ln := s.listeners[lc.Name]

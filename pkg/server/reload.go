@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -103,7 +102,7 @@ func (s *Server) apply(cfg *config.Config) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		for _, h := range openedHTTP {
-			h.stop(ctx)
+			h.Stop(ctx)
 		}
 		for _, p := range pools {
 			p.Close()
@@ -126,12 +125,9 @@ func (s *Server) apply(cfg *config.Config) error {
 	}
 	// http listeners: check and prepare every change before the commit.
 	type httpUpdate struct {
-		h    *httpListener
-		lc   config.Listener
-		cfg  l7.Config
-		cert *tls.Certificate
-		// successor, when set, takes the socket over instead of an Update.
-		successor *l7.Server
+		h      *httpListener
+		name   string
+		change *l7.Change
 	}
 	var httpUpdates []httpUpdate
 	nextHTTP := map[string]*httpListener{}
@@ -155,24 +151,14 @@ func (s *Server) apply(cfg *config.Config) error {
 			nextHTTP[lc.Name] = nh
 			continue
 		}
-		u := httpUpdate{h: h, lc: lc, cfg: c}
-		if h.needsSuccessor(lc) {
-			// Serves nothing until the commit.
-			if u.successor, err = h.srv.Successor(c); err != nil {
-				abandon(nil)
-				return err
-			}
-		} else if _, err := l7.New(c, s.log); err != nil { // validates, serves nothing
+		// A successor server, when the change needs one, serves nothing
+		// until the commit.
+		change, err := h.Prepare(c)
+		if err != nil {
 			abandon(nil)
 			return err
 		}
-		if lc.TLSCertFile != "" {
-			if u.cert, err = loadCert(lc); err != nil {
-				abandon(nil)
-				return err
-			}
-		}
-		httpUpdates = append(httpUpdates, u)
+		httpUpdates = append(httpUpdates, httpUpdate{h: h, name: lc.Name, change: change})
 	}
 	next := map[string]*l4.Listener{}
 	var opened []*l4.Listener
@@ -198,29 +184,17 @@ func (s *Server) apply(cfg *config.Config) error {
 
 	// Commit: from here on nothing fails.
 	for _, u := range httpUpdates {
-		switch {
-		case u.successor != nil:
-			s.log.Info("http listener limits changed: a new server takes the socket over", "listener", u.lc.Name, "bind", u.h.addr())
-			s.handover(u.h, u.lc, u.successor, u.cert, cfg.Global.ShutdownTimeout)
-		default:
-			if err := u.h.srv.Update(u.cfg); err != nil {
-				s.log.Error("http listener update", "listener", u.lc.Name, "err", err) // validated above
-			}
-			if u.cert != nil {
-				u.h.cert.Store(u.cert)
-			}
-			u.h.lc = u.lc
-		}
-		u.h.name = u.lc.Name
-		nextHTTP[u.lc.Name] = u.h
+		u.h.Apply(u.change, cfg.Global.ShutdownTimeout)
+		u.h.name = u.name
+		nextHTTP[u.name] = u.h
 		delete(runningHTTP, u.h.bind)
 	}
 	for _, h := range runningHTTP {
-		s.log.Info("listener removed", "listener", h.name, "bind", h.addr())
+		s.log.Info("listener removed", "listener", h.name, "bind", h.Addr())
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
 		go func() {
 			defer cancel()
-			h.stop(ctx)
+			h.Stop(ctx)
 		}()
 	}
 	s.http = nextHTTP

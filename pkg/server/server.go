@@ -33,15 +33,11 @@ type Server struct {
 	// reloadMu serialises reloads and state-file writes.
 	reloadMu sync.Mutex
 
-	mu        sync.Mutex
-	cfg       *config.Config
-	pools     map[string]*pool.Pool
-	listeners map[string]*l4.Listener // tcp and udp, by listener name
-	http      map[string]*httpListener
-	// retired are the http servers reloads replaced that still serve
-	// long-lived connections; retiring counts their handovers.
-	retired    map[*l7.Server]struct{}
-	retiring   sync.WaitGroup
+	mu         sync.Mutex
+	cfg        *config.Config
+	pools      map[string]*pool.Pool
+	listeners  map[string]*l4.Listener // tcp and udp, by listener name
+	http       map[string]*httpListener
 	started    time.Time
 	lastReload *admin.Reload
 	metrics    *metrics.Server
@@ -84,7 +80,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: opts.Logger, logLevel: opts.LogLevel, load: opts.Load, engine: engine, cfg: cfg,
-		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, http: map[string]*httpListener{}, retired: map[*l7.Server]struct{}{},
+		pools: map[string]*pool.Pool{}, listeners: map[string]*l4.Listener{}, http: map[string]*httpListener{},
 		metricsReg: &metrics.ReloadCounters{}}
 	pools, err := s.buildPools(cfg, nil)
 	if err != nil {
@@ -184,7 +180,7 @@ func (s *Server) Start() error {
 				return err
 			}
 			s.http[lc.Name] = h
-			s.log.Info("listening", "listener", lc.Name, "bind", h.addr(), "protocol", lc.Protocol, "routes", len(lc.Routes), "tls", lc.TLSCertFile != "")
+			s.log.Info("listening", "listener", lc.Name, "bind", h.Addr(), "protocol", lc.Protocol, "routes", len(lc.Routes), "tls", lc.TLSCertFile != "")
 			continue
 		}
 		ln, err := s.engine.Listen(listenerConfig(lc, s.pools))
@@ -275,7 +271,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	httpDone := make(chan struct{})
 	go func() {
 		stopHTTP(ctx, https)
-		s.stopRetired(ctx)
 		close(httpDone)
 	}()
 	err := s.engine.Shutdown(ctx)
@@ -301,12 +296,7 @@ func (s *Server) stopLocked() {
 	s.stopSideServicesLocked()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	s.shutdownHTTPLocked(ctx)
-	// Retired servers close their connections; their handovers end on
-	// their own once s.mu is free.
-	for srv := range s.retired {
-		srv.Shutdown(ctx)
-	}
+	stopHTTP(ctx, s.takeHTTPLocked())
 	s.engine.Close()
 	s.closePoolsLocked()
 }
@@ -357,8 +347,9 @@ func (s *Server) MetricsListeners() []metrics.Listener {
 		out = append(out, m)
 	}
 	for name, h := range s.http {
-		out = append(out, metrics.Listener{Name: name, Connections: h.sock.accepted.Load(), Active: int64(h.srv.OpenConnections()),
-			Rejected: map[string]uint64{"max_connections": h.srv.RejectedConnections(), "proxy_header": h.proxyRejected.Load()}})
+		srv := h.Server()
+		out = append(out, metrics.Listener{Name: name, Connections: h.Accepted(), Active: int64(srv.OpenConnections()),
+			Rejected: map[string]uint64{"max_connections": srv.RejectedConnections(), "proxy_header": h.ProxyRejected()}})
 	}
 	return out
 }
@@ -370,7 +361,7 @@ func (s *Server) MetricsHTTP() []metrics.HTTPRoute {
 	defer s.mu.Unlock()
 	var out []metrics.HTTPRoute
 	for name, h := range s.http {
-		st := h.srv.Stats()
+		st := h.Server().Stats()
 		routed := map[string]uint64{}
 		for _, r := range st.Routes {
 			m := metrics.HTTPRoute{Listener: name, Route: r.Name, Requests: r.Requests, Rejected: r.Rejected,
