@@ -1,12 +1,29 @@
-// Package nettest holds the loopback fixtures that the tests of several
-// packages share: free ports and echo backends. Only tests import it.
+// Package nettest holds what the tests of several packages share: free
+// ports, echo backends, and Eventually, the one way a test waits for a
+// state it has no event for. Only tests import it.
 package nettest
 
 import (
 	"io"
 	"net"
 	"testing"
+	"time"
 )
+
+// Eventually polls cond until it holds, failing the test with what after
+// 10 seconds. It observes state of the system under test that has no
+// event to wait on (counters, connection counts, probes running on their
+// own goroutines), never paces a test.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
 
 // FreePort returns a 127.0.0.1 TCP address that was free a moment ago, for
 // configs that must name a port before anything binds it.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // refusingAddr is a loopback address where nothing listens.
@@ -80,7 +82,7 @@ func TestNoBackend(t *testing.T) {
 	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.Retries = 5 })
 	c := dial(t, ln.Addr())
 	expectClosed(t, c)
-	waitFor(t, "no_backend counted", func() bool {
+	nettest.Eventually(t, "no_backend counted", func() bool {
 		_, rej := ln.Totals()
 		return rej[RejectNoBackend] == 1
 	})
@@ -173,7 +175,7 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("rejected %v", rej)
 	}
 	a.Close()
-	waitFor(t, "a slot to free", func() bool { return ln.Active() == 1 })
+	nettest.Eventually(t, "a slot to free", func() bool { return ln.Active() == 1 })
 	c := dial(t, ln.Addr())
 	if got, err := roundTrip(c, "again"); err != nil || got != "again" {
 		t.Fatalf("%q, %v", got, err)

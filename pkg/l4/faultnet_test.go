@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // faultDeadline bounds every connection of the suite, at both ends.
@@ -130,7 +132,7 @@ func newFaultNet(t *testing.T) *faultNet {
 		faultCmd(t, "ip", "-n", l.ns, "link", "set", "lo", "up")
 	}
 	for _, l := range links {
-		waitFor(t, l.host+" up", func() bool {
+		nettest.Eventually(t, l.host+" up", func() bool {
 			b, _ := os.ReadFile("/sys/class/net/" + l.host + "/operstate")
 			return strings.TrimSpace(string(b)) == "up"
 		})
@@ -357,7 +359,7 @@ func baseline(t *testing.T, e *Engine) func() {
 	g0, fd0 := runtime.NumGoroutine(), engineFDs(t, e)
 	return func() {
 		t.Helper()
-		waitFor(t, "no active connection", func() bool { return e.Active() == 0 })
+		nettest.Eventually(t, "no active connection", func() bool { return e.Active() == 0 })
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			g, fd := runtime.NumGoroutine(), engineFDs(t, e)

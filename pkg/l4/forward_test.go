@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // stream is a deterministic pseudo-random byte source.
@@ -229,7 +231,7 @@ func TestManyConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "all connections closed", func() bool { return ln.Active() == 0 })
+	nettest.Eventually(t, "all connections closed", func() bool { return ln.Active() == 0 })
 	conns, _ := ln.Totals()
 	if conns != 1000 {
 		t.Fatalf("listener counted %d connections, want 1000", conns)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -83,7 +84,7 @@ func TestDownAndBack(t *testing.T) {
 	}
 	flaky.Close()
 	start := time.Now()
-	waitFor(t, "flaky backend down", func() bool { return !b.Healthy() })
+	nettest.Eventually(t, "flaky backend down", func() bool { return !b.Healthy() })
 	// fall × interval + timeout, with the jitter and scheduling slack.
 	if el := time.Since(start); el > 2*55*time.Millisecond+40*time.Millisecond+200*time.Millisecond {
 		t.Fatalf("took %v to go down", el)
@@ -99,7 +100,7 @@ func TestDownAndBack(t *testing.T) {
 	}
 	defer again.Close()
 	go serve(again)
-	waitFor(t, "flaky backend back", b.Healthy)
+	nettest.Eventually(t, "flaky backend back", b.Healthy)
 	seen := map[string]bool{}
 	for i := 0; i < 20; i++ {
 		seen[from(t, "127.0.0.1", ln.Addr())] = true
@@ -176,7 +177,7 @@ func TestDrainDisableEnable(t *testing.T) {
 	}
 	p.Disable(ba)
 	expectClosed(t, onA)
-	waitFor(t, "a's connections closed", func() bool { return ba.Active.Load() == 0 })
+	nettest.Eventually(t, "a's connections closed", func() bool { return ba.Active.Load() == 0 })
 	p.Enable(ba)
 	for i := 0; i < 4; i++ {
 		c := dial(t, ln.Addr())
@@ -198,7 +199,7 @@ func TestEverythingDown(t *testing.T) {
 	b := p.Backends()[0]
 	v.set(a, true)
 	clock.Advance(2 * time.Second)
-	waitFor(t, "backend down", func() bool { return !b.Healthy() })
+	nettest.Eventually(t, "backend down", func() bool { return !b.Healthy() })
 	expectClosed(t, dial(t, ln.Addr()))
 	_, rej := ln.Totals()
 	if rej[RejectNoBackend] != 1 {
@@ -206,7 +207,7 @@ func TestEverythingDown(t *testing.T) {
 	}
 	v.set(a, false)
 	clock.Advance(2 * time.Second)
-	waitFor(t, "backend up", b.Healthy)
+	nettest.Eventually(t, "backend up", b.Healthy)
 	if got, err := roundTrip(dial(t, ln.Addr()), "back"); err != nil || got != "back" {
 		t.Fatalf("%q, %v", got, err)
 	}
@@ -233,7 +234,7 @@ func TestPassiveEjection(t *testing.T) {
 			t.Fatalf("client %d: %q, %v", i, got, err)
 		}
 	}
-	waitFor(t, "passive ejection", func() bool { return !bd.Healthy() })
+	nettest.Eventually(t, "passive ejection", func() bool { return !bd.Healthy() })
 	_, errs, _, _ := bd.Totals()
 	if errs < 3 {
 		t.Fatalf("ejected after %d connect errors", errs)

@@ -118,20 +118,6 @@ func roundTrip(c net.Conn, msg string) (string, error) {
 	return string(buf), err
 }
 
-// waitFor polls cond until it holds or the deadline passes. It is used to
-// observe state of the system under test that has no event to wait on
-// (counters), never to pace the test.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // expectClosed asserts that the proxy closes c without sending data.
 func expectClosed(t testing.TB, c net.Conn) {
 	t.Helper()

@@ -3,12 +3,17 @@ package l4
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // streamBackend writes size bytes of a known pattern to every connection,
@@ -146,7 +151,7 @@ func TestShutdownResetsCutTransfers(t *testing.T) {
 	}
 	idle := dial(t, ln.Addr())
 	idle.Write([]byte("i"))
-	waitFor(t, "two connections", func() bool { return e.Active() == 2 })
+	nettest.Eventually(t, "two connections", func() bool { return e.Active() == 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	e.Shutdown(ctx)
@@ -222,7 +227,7 @@ func TestResetDuringBackpressure(t *testing.T) {
 	}
 	c.SetLinger(0)
 	c.Close() // a reset
-	waitFor(t, "the connection to end", func() bool { return e.Active() == 0 })
+	nettest.Eventually(t, "the connection to end", func() bool { return e.Active() == 0 })
 	free()
 	if err := <-backendErr; !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the backend's read ended with %v, want a reset", err)
@@ -277,11 +282,16 @@ func TestDataBeforeResetDelivered(t *testing.T) {
 	<-gotReq
 	// The loop is held while the data and the reset arrive, so it sees
 	// both in one wake.
-	e.loops[0].exec(func() {
+	arrived := make(chan error, 1)
+	l := e.loops[0]
+	l.exec(func() {
 		close(held)
 		<-sent
-		time.Sleep(50 * time.Millisecond)
+		arrived <- awaitTCPState(liveConn(l).fd[sideBackend], tcpClose)
 	})
+	if err := <-arrived; err != nil {
+		t.Fatalf("the backend's reset: %v", err)
+	}
 	got, err := io.ReadAll(c)
 	if string(got) != "response" {
 		t.Fatalf("the client got %q (%v), want the response before the reset", got, err)
@@ -300,7 +310,7 @@ func TestDrainedDuringConnectKeepsRetry(t *testing.T) {
 	p := testPool(t, 1, "wrr", a, b)
 	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.Retries = 0 })
 	l := e.loops[0]
-	dialed, done := make(chan struct{}), make(chan struct{})
+	dialed, done := make(chan struct{}), make(chan error, 1)
 	l.exec(func() {
 		<-dialed
 		for _, ll := range l.lns {
@@ -308,18 +318,57 @@ func TestDrainedDuringConnectKeepsRetry(t *testing.T) {
 				l.accept(ll) // dials the backend
 			}
 		}
-		time.Sleep(50 * time.Millisecond) // the handshake completes
+		// The handshake completes while the loop has yet to hear of it.
+		err := awaitTCPState(liveConn(l).fd[sideBackend], tcpEstablished)
 		for _, bk := range p.Backends() {
 			if bk.Active.Load() > 0 {
 				p.Drain(bk)
 			}
 		}
-		close(done)
+		done <- err
 	})
 	c := dial(t, ln.Addr())
 	close(dialed)
-	<-done
+	if err := <-done; err != nil {
+		t.Fatalf("the backend's handshake: %v", err)
+	}
 	if got, err := roundTrip(c, "hello"); err != nil || got != "hello" {
 		t.Fatalf("%q %v: the client was given up", got, err)
 	}
+}
+
+// TCP states, as TCP_INFO reports them.
+const (
+	tcpEstablished = 1
+	tcpClose       = 7
+)
+
+// awaitTCPState polls fd's TCP state until it is state, for a test that
+// holds its loop and must know what the kernel has done meanwhile. It runs
+// on the loop, so it reports failure instead of failing the test.
+func awaitTCPState(fd int, state uint8) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return err
+		}
+		if info.State == state {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("TCP state %d, want %d", info.State, state)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// liveConn is the loop's one live connection. It runs on the loop.
+func liveConn(l *loop) *conn {
+	for _, c := range l.conns.items {
+		if c.state != stFree {
+			return c
+		}
+	}
+	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // headerBackend accepts connections, parses the PROXY header the proxy
@@ -207,7 +209,7 @@ func TestInboundProxyHeaderRejected(t *testing.T) {
 				c.CloseWrite()
 			}
 			expectClosed(t, c)
-			waitFor(t, "proxy_header rejection counted", func() bool {
+			nettest.Eventually(t, "proxy_header rejection counted", func() bool {
 				_, rej := ln.Totals()
 				return rej[RejectProxyHeader] == 1
 			})

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // TestUDPReplyTimeout: a flow whose backend never answers ends at
@@ -26,9 +28,9 @@ func TestUDPReplyTimeout(t *testing.T) {
 		c.WriteToUDPAddrPort([]byte("q"), ln.Addr())
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitFor(t, "the flow", func() bool { return ln.active.Load() == 1 })
+	nettest.Eventually(t, "the flow", func() bool { return ln.active.Load() == 1 })
 	start := time.Now()
-	waitFor(t, "the unanswered flow to end", func() bool { return ln.active.Load() == 0 })
+	nettest.Eventually(t, "the unanswered flow to end", func() bool { return ln.active.Load() == 0 })
 	if el := time.Since(start); el > 2*time.Second {
 		t.Fatalf("the unanswered flow lasted %v more", el)
 	}
@@ -40,6 +42,8 @@ func TestUDPReplyTimeout(t *testing.T) {
 	if got, _, err := exchange(t, c, ln2.Addr(), []byte("hi")); err != nil || string(got) != "hi" {
 		t.Fatalf("%q %v", got, err)
 	}
+	// Past the reply timeout: the condition under test, not a wait for
+	// something to happen.
 	time.Sleep(500 * time.Millisecond)
 	if n := ln2.active.Load(); n != 1 {
 		t.Fatalf("an answered flow ended at the reply timeout (%d flows)", n)
@@ -106,7 +110,7 @@ func TestUDPForgedFlood(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the table to fill", func() bool { return ln.active.Load() >= maxFlows })
+	nettest.Eventually(t, "the table to fill", func() bool { return ln.active.Load() >= maxFlows })
 	served := 0
 	for range 10 {
 		c := udpClient(t)
@@ -198,9 +202,9 @@ func TestUDPTableShrinks(t *testing.T) {
 	for range flows {
 		udpClient(t).WriteToUDPAddrPort([]byte("x"), ln.Addr())
 	}
-	waitFor(t, "the flows", func() bool { return ln.active.Load() >= flows*9/10 })
+	nettest.Eventually(t, "the flows", func() bool { return ln.active.Load() >= flows*9/10 })
 	peak := ln.active.Load()
-	waitFor(t, "the flows to end", func() bool { return ln.active.Load() == 0 })
+	nettest.Eventually(t, "the flows to end", func() bool { return ln.active.Load() == 0 })
 	var size, top, table int
 	onLoop(e, func(l *loop) { size, top, table = len(l.udp.byKey), l.udp.byKeyPeak, len(l.udp.flows.items) })
 	if size != 0 || top > minShrink || table > minTable {

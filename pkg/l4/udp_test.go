@@ -137,10 +137,10 @@ func TestUDPManyClients(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "flows closed after their reply", func() bool { return ln.Active() == 0 })
+	nettest.Eventually(t, "flows closed after their reply", func() bool { return ln.Active() == 0 })
 	// A flow closes when its reply is queued; the reply is counted when
 	// its batch is sent, a moment later.
-	waitFor(t, "every datagram counted", func() bool {
+	nettest.Eventually(t, "every datagram counted", func() bool {
 		toB, toC, _ := ln.UDPTotals()
 		return toB >= uint64(total) && toC >= uint64(total)
 	})
@@ -171,7 +171,7 @@ func TestUDPFlowLifetime(t *testing.T) {
 		if _, _, err := exchange(t, c, ln.Addr(), []byte("q")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "flow closed", func() bool { return ln.Active() == 0 })
+		nettest.Eventually(t, "flow closed", func() bool { return ln.Active() == 0 })
 	})
 	t.Run("idle_timeout expires flows", func(t *testing.T) {
 		e := testEngine(t, Options{})
@@ -187,7 +187,7 @@ func TestUDPFlowLifetime(t *testing.T) {
 		if ln.Active() != 1 {
 			t.Fatalf("%d flows for one client", ln.Active())
 		}
-		waitFor(t, "flow expired", func() bool { return ln.Active() == 0 })
+		nettest.Eventually(t, "flow expired", func() bool { return ln.Active() == 0 })
 		if el := time.Since(start); el < idle {
 			t.Fatalf("expired after %v", el)
 		}
@@ -209,7 +209,7 @@ func TestUDPFlowLifetime(t *testing.T) {
 			c.Write([]byte("flood"))
 			if i%50 == 49 {
 				want := uint64(i + 1)
-				waitFor(t, "the flood counted", func() bool {
+				nettest.Eventually(t, "the flood counted", func() bool {
 					toB, _, dropped := ln.UDPTotals()
 					return toB+dropped[DropMaxFlows] >= want
 				})
@@ -255,7 +255,7 @@ func TestUDPStickyAndDrain(t *testing.T) {
 	}
 	// Disable removes its flows.
 	p.Disable(be)
-	waitFor(t, "flows of the disabled backend removed", func() bool { return be.Active.Load() == 0 })
+	nettest.Eventually(t, "flows of the disabled backend removed", func() bool { return be.Active.Load() == 0 })
 }
 
 type alwaysUp struct{}
@@ -443,7 +443,7 @@ func TestUDPResponsesInFlight(t *testing.T) {
 		}
 		got[string(buf[:n])] = true
 	}
-	waitFor(t, "the flow closed after the last answer", func() bool { return ln.Active() == 0 })
+	nettest.Eventually(t, "the flow closed after the last answer", func() bool { return ln.Active() == 0 })
 }
 
 // TestUDPSpareSockets: with UDPReuseSockets, flows that end with every
@@ -484,7 +484,7 @@ func TestUDPSpareSockets(t *testing.T) {
 			t.Fatalf("client %d: %q, %v", i, got, err)
 		}
 		from = <-last
-		waitFor(t, "flow ended", func() bool { return ln.Active() == 0 })
+		nettest.Eventually(t, "flow ended", func() bool { return ln.Active() == 0 })
 	}
 	mu.Lock()
 	n := len(ports)
@@ -497,7 +497,7 @@ func TestUDPSpareSockets(t *testing.T) {
 	if _, err := be.WriteToUDPAddrPort([]byte("stray"), from); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stray queued on the spare socket", func() bool { return udpRxQueued(t, from) })
+	nettest.Eventually(t, "the stray queued on the spare socket", func() bool { return udpRxQueued(t, from) })
 	c := udpClient(t)
 	got, _, err := exchange(t, c, ln.Addr(), []byte("next"))
 	if err != nil || string(got) != "re:next" {
@@ -545,7 +545,7 @@ func TestUDPLateReply(t *testing.T) {
 		t.Fatalf("alice: %q %v", got, err)
 	}
 	aliceSock := <-alice
-	waitFor(t, "alice's flow ended", func() bool { return ln.Active() == 0 })
+	nettest.Eventually(t, "alice's flow ended", func() bool { return ln.Active() == 0 })
 	bob := udpClient(t)
 	bob.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := bob.WriteToUDPAddrPort([]byte("bob"), ln.Addr()); err != nil {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // unprivilegedUID is the user the shipped unit's equivalent runs as here:
@@ -51,7 +53,7 @@ func TestUnprivilegedPipeBudget(t *testing.T) {
 		c.SetReadBuffer(4096) // small: backpressure from the first bytes
 		clients = append(clients, c)
 	}
-	waitFor(t, "every connection forwarding", func() bool { return e.Active() == int64(conns) })
+	nettest.Eventually(t, "every connection forwarding", func() bool { return e.Active() == int64(conns) })
 	close(start)
 	// Every transfer fills its client's buffer and then a pipe before
 	// anyone reads: more pipes at once than the budget holds.

@@ -21,7 +21,12 @@ func TestConcurrentAccounting(t *testing.T) {
 			defer wg.Done()
 			c := &http.Client{}
 			for i := 0; i < each; i++ {
-				if resp, _ := get(t, c, "http://"+addr+"/", nil); resp.StatusCode != 200 {
+				resp, _, err := tryGet(c, "http://"+addr+"/", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if resp.StatusCode != 200 {
 					t.Errorf("status %d", resp.StatusCode)
 				}
 			}

@@ -220,6 +220,16 @@ func isTimeout(err error) bool {
 
 func get(t testing.TB, c *http.Client, url string, hdr map[string]string) (*http.Response, string) {
 	t.Helper()
+	resp, body, err := tryGet(c, url, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// tryGet is get for a goroutine other than the test's: it reports failure
+// instead of failing the test.
+func tryGet(c *http.Client, url string, hdr map[string]string) (*http.Response, string, error) {
 	req, _ := http.NewRequest("GET", url, nil)
 	for k, v := range hdr {
 		if k == "Host" {
@@ -230,11 +240,11 @@ func get(t testing.TB, c *http.Client, url string, hdr map[string]string) (*http
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	return resp, string(body)
+	return resp, string(body), nil
 }
 
 // authFixture is an echo backend behind one route with HS256 auth whose

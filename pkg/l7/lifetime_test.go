@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/l7/route"
 )
 
@@ -61,24 +62,13 @@ func TestSlowUploadsLeaveConnections(t *testing.T) {
 		conns = append(conns, c)
 		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nA")
 	}
-	waitUntil(t, "uploads to reach the backend", func() bool { return open.Load() >= maxUploadsPerBackend })
+	nettest.Eventually(t, "uploads to reach the backend", func() bool { return open.Load() >= maxUploadsPerBackend })
 	resp, _ := get(t, &http.Client{Timeout: 5 * time.Second}, "http://"+addr+"/", nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("with %d stalled uploads, another request got %d", len(conns), resp.StatusCode)
 	}
 	if n := open.Load(); n > maxUploadsPerBackend+1 {
 		t.Fatalf("uploads hold %d backend connections, share %d", n, maxUploadsPerBackend)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -129,7 +119,7 @@ func TestStreamedResponseCounted(t *testing.T) {
 	if n+1000 != 4*int64(len(chunk)) {
 		t.Fatalf("client got %d bytes", n+1000)
 	}
-	waitUntil(t, "the stream to end", func() bool { return b.Active.Load() == 0 })
+	nettest.Eventually(t, "the stream to end", func() bool { return b.Active.Load() == 0 })
 	var sent uint64
 	for i := range Slots {
 		sent += b.Stats(i).BytesToClient.Load()
@@ -190,7 +180,7 @@ func TestLingeringEndsWithShutdown(t *testing.T) {
 			t.Fatal(err, resp)
 		}
 	}
-	waitUntil(t, "the refused uploads to linger", func() bool { return s.watch.lingering.Load() == 10 })
+	nettest.Eventually(t, "the refused uploads to linger", func() bool { return s.watch.lingering.Load() == 10 })
 	if n := s.OpenConnections(); n != 10 {
 		t.Fatalf("OpenConnections %d with 10 lingering", n)
 	}
@@ -198,7 +188,7 @@ func TestLingeringEndsWithShutdown(t *testing.T) {
 	defer cancel()
 	s.Shutdown(ctx)
 	<-done
-	waitUntil(t, "lingering connections closed", func() bool { return s.watch.lingering.Load() == 0 })
+	nettest.Eventually(t, "lingering connections closed", func() bool { return s.watch.lingering.Load() == 0 })
 }
 
 // TestStalledSmallBodyNoBackend: a small body that never comes whole is

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // TestNeedsSuccessor pins the one rule for when a change of Config takes a
@@ -106,7 +108,7 @@ func TestListenerHandover(t *testing.T) {
 	if st := readStatus(t, c); st != "200" {
 		t.Fatalf("after the change: status %s", st)
 	}
-	waitUntil(t, "the new server to count the connection", func() bool { return l.Server().OpenConnections() == 1 })
+	nettest.Eventually(t, "the new server to count the connection", func() bool { return l.Server().OpenConnections() == 1 })
 }
 
 // readStatus reads one response's status line and header from c, and its

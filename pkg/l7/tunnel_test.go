@@ -15,20 +15,29 @@ import (
 // wsDial opens a WebSocket through addr, with conn as its Connection header.
 func wsDial(t *testing.T, addr, conn string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, br, resp, err := tryWSDial(addr, conn)
+	if c != nil {
+		t.Cleanup(func() { c.Close() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	return c, br, resp
+}
+
+// tryWSDial is wsDial for a goroutine other than the test's: it reports
+// failure instead of failing the test, and the caller closes c.
+func tryWSDial(addr, conn string) (net.Conn, *bufio.Reader, *http.Response, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: "+conn+"\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, br, resp
+	return c, br, resp, err
 }
 
 // wsAcceptOnly answers the upgrade and then runs then on the hijacked
@@ -157,17 +166,29 @@ func TestUpgradeDuringShutdown(t *testing.T) {
 	})
 	p := testPool(t, "wrr", b.addr)
 	s, addr, _ := serveUnmanaged(t, Config{Routes: simpleRoutes(p)})
-	res := make(chan *http.Response, 1)
+	type upgrade struct {
+		c    net.Conn
+		resp *http.Response
+		err  error
+	}
+	res := make(chan upgrade, 1)
 	go func() {
-		_, _, resp := wsDial(t, addr, "Upgrade")
-		res <- resp
+		c, _, resp, err := tryWSDial(addr, "Upgrade")
+		res <- upgrade{c, resp, err}
 	}()
 	<-arrived
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	s.Shutdown(ctx)
-	if resp := <-res; resp.StatusCode != 101 {
-		t.Fatalf("status %d", resp.StatusCode)
+	u := <-res
+	if u.c != nil {
+		defer u.c.Close()
+	}
+	if u.err != nil {
+		t.Fatal(u.err)
+	}
+	if u.resp.StatusCode != 101 {
+		t.Fatalf("status %d", u.resp.StatusCode)
 	}
 	released(t, s, p, 5*time.Second)
 }

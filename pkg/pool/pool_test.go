@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 func spec(algorithm string, weights ...int) Spec {
@@ -125,19 +126,6 @@ func healthPool(t *testing.T, sp Spec, opts Options) (*Pool, *script, *healthche
 	return p, sc, clock
 }
 
-// eventually polls cond: probes run on their own goroutines, so the test
-// observes their effect rather than pacing itself.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func names(s *Snapshot) string {
 	var out []string
 	for _, b := range s.Backends {
@@ -156,7 +144,7 @@ func step(t *testing.T, p *Pool, clock *healthcheck.FakeClock) {
 		before[b] = ok + failed
 	}
 	clock.Advance(1100 * time.Millisecond) // past the interval and its jitter
-	eventually(t, "a probe of every backend", func() bool {
+	nettest.Eventually(t, "a probe of every backend", func() bool {
 		for _, b := range p.Backends() {
 			ok, failed := b.HealthChecks()
 			if ok+failed <= before[b] {
@@ -172,7 +160,7 @@ func TestHealthRiseFall(t *testing.T) {
 	p, sc, clock := healthPool(t, sp, Options{})
 	a, b := p.Backends()[0], p.Backends()[1]
 	<-p.Ready()
-	eventually(t, "both up after one probe", func() bool { return names(p.Snapshot()) == a.Name+","+b.Name })
+	nettest.Eventually(t, "both up after one probe", func() bool { return names(p.Snapshot()) == a.Name+","+b.Name })
 
 	sc.set(a.Addr, errors.New("connection refused"))
 	for i := 1; i < 3; i++ {
@@ -182,7 +170,7 @@ func TestHealthRiseFall(t *testing.T) {
 		}
 	}
 	step(t, p, clock)
-	eventually(t, "a out of rotation", func() bool { return names(p.Snapshot()) == b.Name })
+	nettest.Eventually(t, "a out of rotation", func() bool { return names(p.Snapshot()) == b.Name })
 	if a.Healthy() {
 		t.Fatal("a still healthy")
 	}
@@ -199,7 +187,7 @@ func TestHealthRiseFall(t *testing.T) {
 	sc.set(a.Addr, nil)
 	step(t, p, clock)
 	step(t, p, clock)
-	eventually(t, "a back after rise successes", func() bool { return a.Healthy() && names(p.Snapshot()) == a.Name+","+b.Name })
+	nettest.Eventually(t, "a back after rise successes", func() bool { return a.Healthy() && names(p.Snapshot()) == a.Name+","+b.Name })
 }
 
 func TestDrainDisableEnable(t *testing.T) {
@@ -207,7 +195,7 @@ func TestDrainDisableEnable(t *testing.T) {
 	p, _, _ := healthPool(t, spec("least_conn", 1, 1), Options{OnDisable: func(b *Backend) { disabled = append(disabled, b) }})
 	<-p.Ready()
 	a, b := p.Backends()[0], p.Backends()[1]
-	eventually(t, "both up", func() bool { return len(p.Snapshot().Backends) == 2 })
+	nettest.Eventually(t, "both up", func() bool { return len(p.Snapshot().Backends) == 2 })
 	if err := p.Drain(a); err != nil {
 		t.Fatal(err)
 	}
@@ -241,14 +229,14 @@ func TestDrainingAndDown(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		step(t, p, clock)
 	}
-	eventually(t, "a down", func() bool { return !a.Healthy() })
+	nettest.Eventually(t, "a down", func() bool { return !a.Healthy() })
 	if a.Admin() != Draining {
 		t.Fatal("health change cleared the drain")
 	}
 	sc.set(a.Addr, nil)
 	step(t, p, clock)
 	step(t, p, clock)
-	eventually(t, "a healthy", a.Healthy)
+	nettest.Eventually(t, "a healthy", a.Healthy)
 	if len(p.Snapshot().Backends) != 1 {
 		t.Fatal("a draining backend came back into rotation on health")
 	}
@@ -260,7 +248,7 @@ func TestPassiveFailures(t *testing.T) {
 	p, _, clock := healthPool(t, sp, Options{})
 	<-p.Ready()
 	a := p.Backends()[0]
-	eventually(t, "up", a.Healthy)
+	nettest.Eventually(t, "up", a.Healthy)
 	p.ConnectFailed(a)
 	p.ConnectFailed(a)
 	p.ConnectSucceeded(a) // the streak is broken
@@ -270,14 +258,14 @@ func TestPassiveFailures(t *testing.T) {
 		t.Fatal("down without passive_failures in a row")
 	}
 	p.ConnectFailed(a)
-	eventually(t, "passive ejection", func() bool { return !a.Healthy() && len(p.Snapshot().Backends) == 1 })
+	nettest.Eventually(t, "passive ejection", func() bool { return !a.Healthy() && len(p.Snapshot().Backends) == 1 })
 	// Back after rise (2) successful active probes.
 	step(t, p, clock)
 	if a.Healthy() {
 		t.Fatal("back after one probe, rise is 2")
 	}
 	step(t, p, clock)
-	eventually(t, "back", a.Healthy)
+	nettest.Eventually(t, "back", a.Healthy)
 }
 
 func TestAllDown(t *testing.T) {
@@ -289,7 +277,7 @@ func TestAllDown(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		step(t, p, clock)
 	}
-	eventually(t, "empty snapshot", func() bool { return len(p.Snapshot().Backends) == 0 })
+	nettest.Eventually(t, "empty snapshot", func() bool { return len(p.Snapshot().Backends) == 0 })
 	if p.Snapshot().Balancer.Pick(1, 0, nil) != -1 {
 		t.Fatal("pick from an empty pool")
 	}
@@ -375,7 +363,7 @@ func TestHealthPerPool(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		step(t, oldPool, clock)
 	}
-	eventually(t, "down", func() bool { return !a.Healthy() })
+	nettest.Eventually(t, "down", func() bool { return !a.Healthy() })
 
 	// The new pool starts from the old checker's verdict: down.
 	sp.HealthCheck = healthcheck.Config{Type: healthcheck.TypeTCP, Interval: time.Second, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 3}
@@ -391,7 +379,7 @@ func TestHealthPerPool(t *testing.T) {
 	sc.set(a.Addr, nil)
 	clock.Advance(1100 * time.Millisecond)
 	clock.Advance(1100 * time.Millisecond)
-	eventually(t, "new pool sees it up", func() bool { return len(nw.Snapshot().Backends) == 1 })
+	nettest.Eventually(t, "new pool sees it up", func() bool { return len(nw.Snapshot().Backends) == 1 })
 	nw.Activate()
 	oldPool.Close()
 	if !a.Healthy() {

@@ -397,11 +397,11 @@ algorithm = "maglev"
 		t.Fatalf("new flow after reload: %q", got)
 	}
 	// A reply is counted just after it is sent: give the counter a moment.
-	text := scrape(t, metricsAddr)
-	for i := 0; i < 100 && !strings.Contains(text, `direction="to_client",listener="dns"} 3`); i++ {
-		time.Sleep(10 * time.Millisecond)
+	var text string
+	nettest.Eventually(t, "the replies counted", func() bool {
 		text = scrape(t, metricsAddr)
-	}
+		return strings.Contains(text, `direction="to_client",listener="dns"} 3`)
+	})
 	for _, want := range []string{
 		`lbd_udp_flows_active{listener="dns"} 2`,
 		`lbd_udp_datagrams_total{direction="to_backend",listener="dns"} 3`,

@@ -95,11 +95,11 @@ algorithm = "least_conn"
 	}
 	// The client may read the echo before the loop that relayed it has
 	// counted the bytes: wait for the count.
-	text := scrape(t, metricsAddr)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(text, `direction="to_client",pool="p"} 5`) && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	var text string
+	nettest.Eventually(t, "the relayed bytes counted", func() bool {
 		text = scrape(t, metricsAddr)
-	}
+		return strings.Contains(text, `direction="to_client",pool="p"} 5`)
+	})
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
 	if err != nil {
