@@ -26,7 +26,6 @@ func liveLBD(t *testing.T) (sock, front, file string, backends []string) {
 	for i := 0; i < 3; i++ {
 		backends = append(backends, nettest.EchoTCP(t))
 	}
-	front = nettest.FreePort(t)
 	dir := t.TempDir()
 	sock = filepath.Join(dir, "run", "admin.sock")
 	file = filepath.Join(dir, "lbd.toml")
@@ -62,7 +61,7 @@ algorithm = "least_conn"
   address = %q
   [pool.health_check]
   type = "none"
-`, sock, filepath.Join(dir, "state.json"), front, backends[0], backends[1], backends[2])
+`, sock, filepath.Join(dir, "state.json"), "127.0.0.1:0", backends[0], backends[1], backends[2])
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +77,7 @@ algorithm = "least_conn"
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	return sock, front, file, backends
+	return sock, s.ListenerAddr("front"), file, backends
 }
 
 // TestAgainstLiveLBD drives a real lbd with every lbctl command.

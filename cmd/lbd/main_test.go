@@ -83,7 +83,6 @@ func TestCommands(t *testing.T) {
 // startRun runs `lbd run` on a config with one listener in front of
 // backend, and waits until it accepts.
 func startRun(t *testing.T, bin, backend, shutdown string) (*exec.Cmd, string) {
-	bind := nettest.FreePort(t)
 	cfg := fmt.Sprintf(`
 [global]
 workers = 2
@@ -103,20 +102,30 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(t.TempDir(), "admin.sock"), shutdown, bind, backend)
+`, filepath.Join(t.TempDir(), "admin.sock"), shutdown, "127.0.0.1:0", backend)
 	cmd := exec.Command(bin, "run", "-c", writeFile(t, "lbd.toml", cfg))
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// The bind has port 0: the log line says which port the kernel chose.
+	var bind string
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
-		if strings.Contains(sc.Text(), "msg=listening") {
+		if line := sc.Text(); strings.Contains(line, "msg=listening") {
+			for _, f := range strings.Fields(line) {
+				if a, ok := strings.CutPrefix(f, "bind="); ok {
+					bind = a
+				}
+			}
 			break
 		}
 	}
 	go io.Copy(io.Discard, stderr)
+	if bind == "" {
+		t.Fatal("lbd run logged no listening address")
+	}
 	return cmd, bind
 }
 

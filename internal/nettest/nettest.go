@@ -1,6 +1,9 @@
-// Package nettest holds what the tests of several packages share: free
-// ports, echo backends, and Eventually, the one way a test waits for a
-// state it has no event for. Only tests import it.
+// Package nettest holds what the tests of several packages share: echo
+// backends, and Eventually, the one way a test waits for a state it has no
+// event for. Only tests import it. (A test that needs lbd on a port binds
+// "127.0.0.1:0" and reads the port back from the server, its admin API or
+// its log: a port found free beforehand may be taken by another process
+// before lbd binds it.)
 package nettest
 
 import (
@@ -23,29 +26,6 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-// FreePort returns a 127.0.0.1 TCP address that was free a moment ago, for
-// configs that must name a port before anything binds it.
-func FreePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// FreeUDPPort is FreePort for UDP.
-func FreeUDPPort(t testing.TB) string {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
 }
 
 // EchoTCP runs a TCP echo server on 127.0.0.1 until the test ends and

@@ -220,7 +220,7 @@ func (v *validator) build(raw *rawConfig) *Config {
 				names[l.Name] = l.Line
 			}
 		}
-		if l.Bind.IsValid() {
+		if l.Bind.IsValid() && l.Bind.Port() != 0 { // port 0: each gets a port of its own
 			transport := l.Protocol
 			if transport == ProtocolHTTP {
 				transport = ProtocolTCP // one TCP port serves one listener
@@ -454,6 +454,8 @@ func (v *validator) backend(ps scope, j int, r *rawBackend) Backend {
 			s.errorf("address", "address %q %s", addr, err)
 		} else if ap.Addr().IsUnspecified() {
 			s.errorf("address", "address %q: %s is not a backend's address", addr, ap.Addr())
+		} else if ap.Port() == 0 {
+			s.errorf("address", "address %q needs a port in 1..65535", addr)
 		} else {
 			b.Address = ap
 			b.Name = ap.String()
@@ -554,15 +556,13 @@ type errString string
 
 func (e errString) Error() string { return string(e) }
 
-// parseHostPort parses "IP:port" and "[IPv6]:port" with a port in 1..65535.
+// parseHostPort parses "IP:port" and "[IPv6]:port" with a port in 0..65535;
+// port 0 binds a port the kernel chooses, and is refused for a backend.
 // lbd resolves no names: a load balancer's data plane must not depend on
 // DNS, and a name resolved once at load time would go stale silently.
 func parseHostPort(s string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(s)
 	if err == nil {
-		if ap.Port() == 0 {
-			return netip.AddrPort{}, errString("needs a port in 1..65535")
-		}
 		return ap, nil
 	}
 	host, port, splitErr := splitHostPort(s)

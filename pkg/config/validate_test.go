@@ -113,7 +113,9 @@ func TestParseErrors(t *testing.T) {
 		{"bind IPv6 address alone", lines(`[[listener]]`, `name = "l"`, `bind = "2001:db8::1:443"`, `pool = "p"`, `[[pool]]`, `name = "p"`, `[[pool.backend]]`, `address = "10.0.0.1:80"`), []want{{3, `bind "2001:db8::1:443" needs a port, as in "10.0.0.1:443" or "[2001:db8::1]:443"`}}},
 		{"bind without port", lines(`[[listener]]`, `name = "l"`, `bind = "0.0.0.0"`, `pool = "p"`, `[[pool]]`, `name = "p"`, `[[pool.backend]]`, `address = "10.0.0.1:80"`), []want{{3, `bind "0.0.0.0" needs a port`}}},
 		{"bind IPv6 without port", lines(`[[listener]]`, `name = "l"`, `bind = "[::]"`, `pool = "p"`, `[[pool]]`, `name = "p"`, `[[pool.backend]]`, `address = "10.0.0.1:80"`), []want{{3, `bind "[::]" needs a port`}}},
-		{"bind port 0", lines(`[[listener]]`, `name = "l"`, `bind = "0.0.0.0:0"`, `pool = "p"`, `[[pool]]`, `name = "p"`, `[[pool.backend]]`, `address = "10.0.0.1:80"`), []want{{3, "needs a port in 1..65535"}}},
+		// A bind with port 0 takes a port the kernel chooses (lbctl status
+		// shows it); a backend needs a real one.
+		{"backend port 0", lines(`[[listener]]`, `name = "l"`, `bind = "0.0.0.0:0"`, `pool = "p"`, `[[pool]]`, `name = "p"`, `[[pool.backend]]`, `address = "10.0.0.1:0"`), []want{{8, `address "10.0.0.1:0" needs a port in 1..65535`}}},
 		{"bind port too large", lines(`[[listener]]`, `name = "l"`, `bind = "0.0.0.0:65536"`, `pool = "p"`, `[[pool]]`, `name = "p"`, `[[pool.backend]]`, `address = "10.0.0.1:80"`), []want{{3, "has a bad port"}}},
 		{"duplicate bind", doc(listenerLines, []string{`[[listener]]`, `name = "m"`, `bind = "127.0.0.1:8080"`, `pool = "p"`}, poolLines), []want{{7, `listener "m": bind 127.0.0.1:8080 (tcp) is already used by the listener at line 1`}}},
 

@@ -180,3 +180,29 @@ func (s *Server) Listeners() []string {
 	sort.Strings(out)
 	return out
 }
+
+// ListenerAddr is the address the named listener is bound to, with the
+// port the kernel chose when its bind has port 0; "" when there is no such
+// listener.
+func (s *Server) ListenerAddr(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.http[name]; h != nil {
+		return h.Addr()
+	}
+	if ln := s.listeners[name]; ln != nil {
+		return ln.Addr().String()
+	}
+	return ""
+}
+
+// MetricsAddr is the address the metrics endpoint listens on, or "" when
+// it is off.
+func (s *Server) MetricsAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.metrics == nil {
+		return ""
+	}
+	return s.metrics.Addr().String()
+}

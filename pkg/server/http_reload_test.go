@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // TestHTTPReloadLimits: a reload that changes what an l7 server fixes when
@@ -43,7 +41,7 @@ func TestHTTPReloadLimits(t *testing.T) {
 	})}
 	go be.Serve(l)
 	t.Cleanup(func() { be.Close() })
-	bind, metricsAddr := nettest.FreePort(t), nettest.FreePort(t)
+	const anyPort = "127.0.0.1:0" // a port the kernel chooses, read back below
 	cert, key := selfSigned(t, dir, "reloaded")
 	conf := func(extra string) string {
 		return fmt.Sprintf(`[global]
@@ -65,9 +63,10 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), metricsAddr, bind, extra, l.Addr().String())
+`, filepath.Join(dir, "admin.sock"), anyPort, anyPort, extra, l.Addr().String())
 	}
 	f := newReloadFixture(t, conf("max_body_bytes = 1024"))
+	bind, metricsAddr := f.s.ListenerAddr("edge"), f.s.MetricsAddr()
 	sockets0, _ := openFDs(t)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	post := func(scheme, path string, n int) (int, string) {
@@ -220,7 +219,6 @@ func reloadedTunnel(t *testing.T) (*reloadFixture, net.Conn, *bufio.Reader) {
 	})}
 	go be.Serve(l)
 	t.Cleanup(func() { be.Close() })
-	bind := nettest.FreePort(t)
 	conf := func(tunnel string) string {
 		return fmt.Sprintf(`[global]
 admin_socket = %q
@@ -241,9 +239,10 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), bind, tunnel, l.Addr().String())
+`, filepath.Join(dir, "admin.sock"), "127.0.0.1:0", tunnel, l.Addr().String())
 	}
 	f := newReloadFixture(t, conf("1h"))
+	bind := f.s.ListenerAddr("edge")
 	c, err := net.Dial("tcp", bind)
 	if err != nil {
 		t.Fatal(err)

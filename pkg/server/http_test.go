@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/lbd-lb/lbd/internal/nettest"
 )
 
 // httpBackend answers with its name and the path it saw.
@@ -74,7 +72,7 @@ func TestHTTPListener(t *testing.T) {
 	os.WriteFile(secretFile, secret, 0o600)
 	certA, keyA := selfSigned(t, dir, "first")
 	api, web := httpBackend(t, "api"), httpBackend(t, "web")
-	plain, secure, metricsAddr := nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)
+	const anyPort = "127.0.0.1:0" // a port the kernel chooses, read back below
 	conf := func(apiPrefix, cert, key string) string {
 		return fmt.Sprintf(`[global]
 admin_socket = %q
@@ -127,9 +125,10 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), metricsAddr, plain, apiPrefix, secure, cert, key, secretFile, api, web)
+`, filepath.Join(dir, "admin.sock"), anyPort, anyPort, apiPrefix, anyPort, cert, key, secretFile, api, web)
 	}
 	f := newReloadFixture(t, conf("/api/", certA, keyA))
+	plain, secure, metricsAddr := f.s.ListenerAddr("edge"), f.s.ListenerAddr("tls"), f.s.MetricsAddr()
 
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
 	if err != nil {
@@ -248,7 +247,6 @@ func TestHTTPProxyHeaderAndLimit(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	front := nettest.FreePort(t)
 	text := fmt.Sprintf(`[global]
 admin_socket = %q
 metrics_listen = ""
@@ -268,8 +266,9 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), front, l.Addr().String())
+`, filepath.Join(dir, "admin.sock"), "127.0.0.1:0", l.Addr().String())
 	f := newReloadFixture(t, text)
+	front := f.s.ListenerAddr("edge")
 
 	c, err := net.Dial("tcp", front)
 	if err != nil {
@@ -358,12 +357,12 @@ func TestHTTPListenersStopTogether(t *testing.T) {
 	quick := httpBackend(t, "quick")
 	// Two listeners of each kind, so that a drain goes first in some orders
 	// of the map of listeners and last in others.
-	ports := []string{nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)}
+	ports := make([]string, 4) // bound to ports the kernel chooses, read back below
 	text := fmt.Sprintf(`[global]
 admin_socket = %q
 shutdown_timeout = "1s"
 `, filepath.Join(dir, "admin.sock"))
-	for i, p := range ports {
+	for i := range ports {
 		pool := "quick"
 		if i%2 == 0 {
 			pool = "hold"
@@ -375,17 +374,16 @@ bind = %q
 protocol = "http"
   [[listener.route]]
   pool = %q
-`, i, p, pool)
+`, i, "127.0.0.1:0", pool)
 	}
 	// And a layer-4 listener, which must stop accepting at once too.
-	tcpPort := nettest.FreePort(t)
-	text += fmt.Sprintf(`
+	text += `
 [[listener]]
 name = "tcp"
-bind = %q
+bind = "127.0.0.1:0"
 protocol = "tcp"
 pool = "quick"
-`, tcpPort)
+`
 	text += fmt.Sprintf(`
 [[pool]]
 name = "hold"
@@ -404,6 +402,10 @@ algorithm = "wrr"
   type = "none"
 `, hl.Addr().String(), quick)
 	f := newReloadFixture(t, text)
+	for i := range ports {
+		ports[i] = f.s.ListenerAddr(fmt.Sprintf("l%d", i))
+	}
+	tcpPort := f.s.ListenerAddr("tcp")
 
 	// A request held at the backend on each draining listener.
 	for _, i := range []int{0, 2} {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lbd-lb/lbd/internal/nettest"
+	"github.com/lbd-lb/lbd/pkg/admin"
 	"github.com/lbd-lb/lbd/pkg/config"
 )
 
@@ -28,7 +30,6 @@ func TestNotify(t *testing.T) {
 	defer ns.Close()
 	t.Setenv("NOTIFY_SOCKET", sockPath)
 
-	front := nettest.FreePort(t)
 	file := filepath.Join(dir, "lbd.toml")
 	text := fmt.Sprintf(`
 [global]
@@ -45,7 +46,7 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), front, nettest.EchoTCP(t))
+`, filepath.Join(dir, "admin.sock"), "127.0.0.1:0", nettest.EchoTCP(t))
 	os.WriteFile(file, []byte(text), 0o644)
 	cfg, err := config.Load(file)
 	if err != nil {
@@ -68,8 +69,15 @@ algorithm = "wrr"
 	if msg := next(); msg != "READY=1" {
 		t.Fatalf("first message %q", msg)
 	}
-	// Ready means accepting: the listener must answer now.
-	c, err := net.DialTimeout("tcp", front, time.Second)
+	// Ready means accepting: the listener must answer now, on the port
+	// the admin API reports.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := admin.NewClient(filepath.Join(dir, "admin.sock")).Status(ctx)
+	if err != nil || len(st.Listeners) != 1 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	c, err := net.DialTimeout("tcp", st.Listeners[0].Bind, time.Second)
 	if err != nil {
 		t.Fatalf("READY=1 before the listener accepts: %v", err)
 	}

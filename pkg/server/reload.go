@@ -62,9 +62,20 @@ func (s *Server) setLastReload(r admin.Reload) {
 	s.lastReload = &r
 }
 
+// bindKey is what a reload matches a running listener by: its configured
+// bind and protocol, and, when the bind has port 0 (any port, as tests
+// use), its name too, since such binds are not unique.
 type bindKey struct {
 	bind     netip.AddrPort
 	protocol string
+	name     string
+}
+
+func keyOf(bind netip.AddrPort, protocol, name string) bindKey {
+	if bind.Port() != 0 {
+		name = ""
+	}
+	return bindKey{bind, protocol, name}
 }
 
 // apply switches the running system to cfg. Everything that can fail is
@@ -117,15 +128,16 @@ func (s *Server) apply(cfg *config.Config) error {
 		if ln.UDP() {
 			proto = config.ProtocolUDP
 		}
-		running[bindKey{ln.Config().Bind, proto}] = ln
+		running[keyOf(ln.Config().Bind, proto, ln.Config().Name)] = ln
 	}
-	runningHTTP := map[netip.AddrPort]*httpListener{}
+	runningHTTP := map[bindKey]*httpListener{}
 	for _, h := range s.http {
-		runningHTTP[h.bind] = h
+		runningHTTP[keyOf(h.bind, config.ProtocolHTTP, h.name)] = h
 	}
 	// http listeners: check and prepare every change before the commit.
 	type httpUpdate struct {
 		h      *httpListener
+		key    bindKey
 		name   string
 		change *l7.Change
 	}
@@ -140,7 +152,8 @@ func (s *Server) apply(cfg *config.Config) error {
 			abandon(nil)
 			return err
 		}
-		h := runningHTTP[lc.Bind]
+		k := keyOf(lc.Bind, config.ProtocolHTTP, lc.Name)
+		h := runningHTTP[k]
 		if h == nil {
 			nh, err := s.startHTTP(lc, c)
 			if err != nil {
@@ -158,12 +171,12 @@ func (s *Server) apply(cfg *config.Config) error {
 			abandon(nil)
 			return err
 		}
-		httpUpdates = append(httpUpdates, httpUpdate{h: h, name: lc.Name, change: change})
+		httpUpdates = append(httpUpdates, httpUpdate{h: h, key: k, name: lc.Name, change: change})
 	}
 	next := map[string]*l4.Listener{}
 	var opened []*l4.Listener
 	for _, lc := range cfg.Listeners {
-		if lc.Protocol == config.ProtocolHTTP || running[bindKey{lc.Bind, lc.Protocol}] != nil {
+		if lc.Protocol == config.ProtocolHTTP || running[keyOf(lc.Bind, lc.Protocol, lc.Name)] != nil {
 			continue
 		}
 		ln, err := s.engine.Listen(listenerConfig(lc, pools))
@@ -187,7 +200,7 @@ func (s *Server) apply(cfg *config.Config) error {
 		u.h.Apply(u.change, cfg.Global.ShutdownTimeout)
 		u.h.name = u.name
 		nextHTTP[u.name] = u.h
-		delete(runningHTTP, u.h.bind)
+		delete(runningHTTP, u.key)
 	}
 	for _, h := range runningHTTP {
 		s.log.Info("listener removed", "listener", h.name, "bind", h.Addr())
@@ -202,7 +215,7 @@ func (s *Server) apply(cfg *config.Config) error {
 		if lc.Protocol == config.ProtocolHTTP {
 			continue
 		}
-		k := bindKey{lc.Bind, lc.Protocol}
+		k := keyOf(lc.Bind, lc.Protocol, lc.Name)
 		if ln := running[k]; ln != nil {
 			if err := s.engine.Update(ln, listenerConfig(lc, pools)); err != nil {
 				// Only a bind change fails, and the key rules it out.

@@ -84,14 +84,15 @@ func TestReloadUnderLoad(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		backends = append(backends, nettest.EchoTCP(t))
 	}
-	front, extra := nettest.FreePort(t), nettest.FreePort(t)
+	// Listeners bind ports the kernel chooses; the server reports them.
+	const anyPort = "127.0.0.1:0"
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	base := func(poolBackends []string, withExtra bool, algorithm string) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "[global]\nworkers = 2\nadmin_socket = %q\nmetrics_listen = \"\"\n\n", sock)
-		fmt.Fprintf(&b, "[[listener]]\nname = \"front\"\nbind = %q\npool = \"p\"\n\n", front)
+		fmt.Fprintf(&b, "[[listener]]\nname = \"front\"\nbind = %q\npool = \"p\"\n\n", anyPort)
 		if withExtra {
-			fmt.Fprintf(&b, "[[listener]]\nname = \"extra\"\nbind = %q\npool = \"p\"\n\n", extra)
+			fmt.Fprintf(&b, "[[listener]]\nname = \"extra\"\nbind = %q\npool = \"p\"\n\n", anyPort)
 		}
 		fmt.Fprintf(&b, "[[pool]]\nname = \"p\"\nalgorithm = %q\n", algorithm)
 		for _, a := range poolBackends {
@@ -101,6 +102,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		return b.String()
 	}
 	f := newReloadFixture(t, base(backends[:2], false, "wrr"))
+	front := f.s.ListenerAddr("front")
 
 	// Warm up, then take the baseline of descriptors and goroutines.
 	for i := 0; i < 5; i++ {
@@ -220,7 +222,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 		if i%5 == 3 {
-			c, err := net.Dial("tcp", extra)
+			c, err := net.Dial("tcp", f.s.ListenerAddr("extra"))
 			if err != nil {
 				t.Fatalf("added listener not serving: %v", err)
 			}
@@ -303,7 +305,7 @@ algorithm = "wrr"
   address = %q
   [pool.health_check]
   type = "none"
-`, filepath.Join(dir, "admin.sock"), stateFile, nettest.FreePort(t), nettest.EchoTCP(t), nettest.EchoTCP(t), nettest.EchoTCP(t))
+`, filepath.Join(dir, "admin.sock"), stateFile, "127.0.0.1:0", nettest.EchoTCP(t), nettest.EchoTCP(t), nettest.EchoTCP(t))
 	first := newReloadFixture(t, text)
 	if err := first.s.Drain("p", "a"); err != nil {
 		t.Fatal(err)
@@ -343,7 +345,7 @@ algorithm = "wrr"
 // and shows in the lbd_udp_* metrics.
 func TestUDPListenerReloadAndMetrics(t *testing.T) {
 	a, b := nettest.EchoUDP(t, "a:"), nettest.EchoUDP(t, "b:")
-	dns, metricsAddr := nettest.FreeUDPPort(t), nettest.FreePort(t)
+	const anyPort = "127.0.0.1:0" // a port the kernel chooses, read back below
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	conf := func(backend string) string {
 		return fmt.Sprintf(`[global]
@@ -362,10 +364,11 @@ algorithm = "maglev"
   address = %q
   [pool.health_check]
   type = "none"
-`, sock, metricsAddr, dns, backend)
+`, sock, anyPort, anyPort, backend)
 	}
 	f := newReloadFixture(t, conf(a))
 	f.s.metricsReg.Loaded(time.Now(), false)
+	dns, metricsAddr := f.s.ListenerAddr("dns"), f.s.MetricsAddr()
 	c, err := net.Dial("udp", dns)
 	if err != nil {
 		t.Fatal(err)

@@ -33,7 +33,7 @@ func scrape(t *testing.T, addr string) string {
 // and rejections show in /metrics under the names of docs/reference.md.
 func TestServerMetrics(t *testing.T) {
 	backend := nettest.EchoTCP(t)
-	front, strict, metricsAddr := nettest.FreePort(t), nettest.FreePort(t), nettest.FreePort(t)
+	const any = "127.0.0.1:0" // a port the kernel chooses, read back below
 	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf(`
 [global]
 workers = 2
@@ -58,7 +58,7 @@ algorithm = "least_conn"
   [[pool.backend]]
   name = "b1"
   address = %q
-`, filepath.Join(t.TempDir(), "admin.sock"), metricsAddr, front, strict, backend)))
+`, filepath.Join(t.TempDir(), "admin.sock"), any, any, any, backend)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +71,7 @@ algorithm = "least_conn"
 	}
 	s.metricsReg.Loaded(time.Now(), false)
 	defer s.Close()
+	front, strict, metricsAddr := s.ListenerAddr("front"), s.ListenerAddr("strict"), s.MetricsAddr()
 
 	c, err := net.Dial("tcp", front)
 	if err != nil {
