@@ -294,3 +294,27 @@ func TestWheelNextFiled(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineCallsAfterClose: control calls after Close return instead of
+// waiting for loops that are gone.
+func TestEngineCallsAfterClose(t *testing.T) {
+	e, err := New(Options{Loops: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	p := testPool(t, 2, "wrr", listen(t, "tcp", "127.0.0.1:0", echo))
+	ln := proxyTo(t, e, p, nil)
+	e.Close()
+	done := make(chan struct{})
+	go func() {
+		e.CloseListener(ln)
+		e.CloseBackend(p.Backends()[0])
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("engine call after Close hangs")
+	}
+}

@@ -372,3 +372,39 @@ func liveConn(l *loop) *conn {
 	}
 	return nil
 }
+
+// TestResetAfterHalfClose: a client that half-closes and then resets makes
+// the backend see a reset, not a connection left open.
+func TestResetAfterHalfClose(t *testing.T) {
+	seen := make(chan error, 1)
+	backend := listen(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.ReadAll(c) // until the client's FIN
+		_, err := c.Read(make([]byte, 1))
+		for err == io.EOF {
+			// Keep polling: the reset arrives after the FIN.
+			time.Sleep(10 * time.Millisecond)
+			_, err = c.Write([]byte("x"))
+			if err == nil {
+				_, err = c.Read(make([]byte, 1))
+			}
+		}
+		seen <- err
+	})
+	e := testEngine(t, Options{})
+	ln := proxyTo(t, e, testPool(t, e.Loops(), "wrr", backend), nil)
+	c := dial(t, ln.Addr())
+	c.Write([]byte("bye"))
+	c.CloseWrite()
+	time.Sleep(50 * time.Millisecond) // the FIN reaches the backend first
+	c.SetLinger(0)
+	c.Close()
+	select {
+	case err := <-seen:
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("backend saw %v, want a reset", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("backend never saw the client's reset")
+	}
+}

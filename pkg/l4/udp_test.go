@@ -586,3 +586,25 @@ func udpRxQueued(t *testing.T, a netip.AddrPort) bool {
 	}
 	return false
 }
+
+// TestUDPSamePortTwoAddresses: one client port talking to two addresses
+// of a wildcard bind is two flows, each answered from its own address.
+func TestUDPSamePortTwoAddresses(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	ln := udpProxy(t, e, testPool(t, 1, "wrr", udpBackend(t, "")), func(c *ListenerConfig) {
+		c.Bind = netip.MustParseAddrPort("0.0.0.0:0")
+	})
+	c := udpClient(t)
+	for i := 0; i < 2; i++ {
+		for _, target := range []string{"127.0.0.1", "127.0.0.2"} {
+			to := netip.AddrPortFrom(netip.MustParseAddr(target), ln.Addr().Port())
+			got, from, err := exchange(t, c, to, []byte(target))
+			if err != nil || string(got) != target || from != to {
+				t.Fatalf("to %v: %q from %v, %v", to, got, from, err)
+			}
+		}
+	}
+	if ln.Active() != 2 {
+		t.Fatalf("%d flows, want 2", ln.Active())
+	}
+}

@@ -283,7 +283,7 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 		NoDefaultDate:         true,
 		ReadBufferSize:        c.MaxHeaderBytes,
 		// The header, idle and write timeouts are the watchdog's (see
-		// watch.go), so fasthttp sets no deadline of its own. A request
+		// watchdog.go), so fasthttp sets no deadline of its own. A request
 		// with a body gets ReadTimeout for it from the end of its header
 		// (bodyTimeout), which fasthttp passes to the connection as a read
 		// deadline and the watchdog keeps.
