@@ -14,6 +14,8 @@ import (
 	"github.com/lbd-lb/lbd/pkg/config"
 	"github.com/lbd-lb/lbd/pkg/l4"
 	"github.com/lbd-lb/lbd/pkg/l7"
+	"github.com/lbd-lb/lbd/pkg/l7/auth"
+	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
 // errNoConfigFile refuses a reload of a config that did not come from a
@@ -79,8 +81,8 @@ func keyOf(bind netip.AddrPort, protocol, name string) bindKey {
 }
 
 // apply switches the running system to cfg. Everything that can fail is
-// done before the commit point, so a failure leaves the running config
-// whole.
+// done before the commit point (prepareLocked), so a failure leaves the
+// running config whole; commitLocked cannot fail.
 func (s *Server) apply(cfg *config.Config) error {
 	s.mu.Lock()
 	old, oldPools := s.cfg, s.pools
@@ -105,104 +107,137 @@ func (s *Server) apply(cfg *config.Config) error {
 		return err
 	}
 	s.awaitHealth(cfg, pools)
-	var openedHTTP []*httpListener
-	abandon := func(opened []*l4.Listener) {
-		for _, ln := range opened {
-			s.engine.CloseListener(ln)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		for _, h := range openedHTTP {
-			h.Stop(ctx)
-		}
-		for _, p := range pools {
-			p.Close()
-		}
-	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	running := map[bindKey]*l4.Listener{}
+	pl := &plan{cfg: cfg, pools: pools}
+	if err := s.prepareLocked(pl, old, verifiers); err != nil {
+		pl.abandon(s)
+		return err
+	}
+	s.commitLocked(pl, oldPools)
+	return nil
+}
+
+// plan is a reload made ready: what opens, what changes and what closes
+// once it is committed.
+type plan struct {
+	cfg   *config.Config
+	pools map[string]*pool.Pool
+	// running are the listeners that stay, by what a reload matches them
+	// by; those left in the maps at the commit are removed.
+	running     map[bindKey]*l4.Listener
+	runningHTTP map[bindKey]*httpListener
+	// opened are the listeners this reload opened, serving nothing of
+	// the new config's until the commit (tcp and udp ones accept into
+	// their pools, which only the commit activates).
+	opened     []*l4.Listener
+	openedHTTP []*httpListener
+	next       map[string]*l4.Listener
+	nextHTTP   map[string]*httpListener
+	// httpUpdates are the changes of the http listeners that stay.
+	httpUpdates []httpUpdate
+}
+
+type httpUpdate struct {
+	h      *httpListener
+	key    bindKey
+	name   string
+	change *l7.Change
+}
+
+// abandon undoes a plan that will not be committed: its listeners close
+// and its pools go.
+func (pl *plan) abandon(s *Server) {
+	for _, ln := range pl.opened {
+		s.engine.CloseListener(ln)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, h := range pl.openedHTTP {
+		h.Stop(ctx)
+	}
+	for _, p := range pl.pools {
+		p.Close()
+	}
+}
+
+// prepareLocked does everything of a reload that can fail: opens the new
+// listeners, checks and readies the changes of the others, and moves the
+// side services whose address changed.
+func (s *Server) prepareLocked(pl *plan, old *config.Config, verifiers map[string]*auth.Verifier) error {
+	cfg := pl.cfg
+	pl.running = map[bindKey]*l4.Listener{}
 	for _, ln := range s.listeners {
 		proto := config.ProtocolTCP
 		if ln.UDP() {
 			proto = config.ProtocolUDP
 		}
-		running[keyOf(ln.Config().Bind, proto, ln.Config().Name)] = ln
+		pl.running[keyOf(ln.Config().Bind, proto, ln.Config().Name)] = ln
 	}
-	runningHTTP := map[bindKey]*httpListener{}
+	pl.runningHTTP = map[bindKey]*httpListener{}
 	for _, h := range s.http {
-		runningHTTP[keyOf(h.bind, config.ProtocolHTTP, h.name)] = h
+		pl.runningHTTP[keyOf(h.bind, config.ProtocolHTTP, h.name)] = h
 	}
-	// http listeners: check and prepare every change before the commit.
-	type httpUpdate struct {
-		h      *httpListener
-		key    bindKey
-		name   string
-		change *l7.Change
-	}
-	var httpUpdates []httpUpdate
-	nextHTTP := map[string]*httpListener{}
+	pl.nextHTTP = map[string]*httpListener{}
 	for _, lc := range cfg.Listeners {
 		if lc.Protocol != config.ProtocolHTTP {
 			continue
 		}
-		c, err := s.l7Config(lc, pools, verifiers)
+		c, err := s.l7Config(lc, pl.pools, verifiers)
 		if err != nil {
-			abandon(nil)
 			return err
 		}
 		k := keyOf(lc.Bind, config.ProtocolHTTP, lc.Name)
-		h := runningHTTP[k]
+		h := pl.runningHTTP[k]
 		if h == nil {
 			nh, err := s.startHTTP(lc, c)
 			if err != nil {
-				abandon(nil)
 				return err
 			}
-			openedHTTP = append(openedHTTP, nh)
-			nextHTTP[lc.Name] = nh
+			pl.openedHTTP = append(pl.openedHTTP, nh)
+			pl.nextHTTP[lc.Name] = nh
 			continue
 		}
 		// A successor server, when the change needs one, serves nothing
 		// until the commit.
 		change, err := h.Prepare(c)
 		if err != nil {
-			abandon(nil)
 			return err
 		}
-		httpUpdates = append(httpUpdates, httpUpdate{h: h, key: k, name: lc.Name, change: change})
+		pl.httpUpdates = append(pl.httpUpdates, httpUpdate{h: h, key: k, name: lc.Name, change: change})
 	}
-	next := map[string]*l4.Listener{}
-	var opened []*l4.Listener
+	pl.next = map[string]*l4.Listener{}
 	for _, lc := range cfg.Listeners {
-		if lc.Protocol == config.ProtocolHTTP || running[keyOf(lc.Bind, lc.Protocol, lc.Name)] != nil {
+		if lc.Protocol == config.ProtocolHTTP || pl.running[keyOf(lc.Bind, lc.Protocol, lc.Name)] != nil {
 			continue
 		}
-		ln, err := s.engine.Listen(listenerConfig(lc, pools))
+		ln, err := s.engine.Listen(listenerConfig(lc, pl.pools))
 		if err != nil {
-			abandon(opened)
 			return err
 		}
-		opened = append(opened, ln)
-		next[lc.Name] = ln
+		pl.opened = append(pl.opened, ln)
+		pl.next[lc.Name] = ln
 	}
 	// Side services move only when their address changed.
 	if cfg.Global.MetricsListen != old.Global.MetricsListen || cfg.Global.AdminSocket != old.Global.AdminSocket {
 		if err := s.moveSideServicesLocked(old.Global, cfg.Global); err != nil {
-			abandon(opened)
 			return err
 		}
 	}
+	return nil
+}
 
-	// Commit: from here on nothing fails.
-	for _, u := range httpUpdates {
+// commitLocked switches to a prepared plan. Nothing here fails.
+func (s *Server) commitLocked(pl *plan, oldPools map[string]*pool.Pool) {
+	cfg := pl.cfg
+	for _, u := range pl.httpUpdates {
 		u.h.Apply(u.change, cfg.Global.ShutdownTimeout)
 		u.h.name = u.name
-		nextHTTP[u.name] = u.h
-		delete(runningHTTP, u.key)
+		pl.nextHTTP[u.name] = u.h
+		delete(pl.runningHTTP, u.key)
 	}
-	for _, h := range runningHTTP {
+	for _, h := range pl.runningHTTP {
 		s.log.Info("listener removed", "listener", h.name, "bind", h.Addr())
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.ShutdownTimeout)
 		go func() {
@@ -210,31 +245,31 @@ func (s *Server) apply(cfg *config.Config) error {
 			h.Stop(ctx)
 		}()
 	}
-	s.http = nextHTTP
+	s.http = pl.nextHTTP
 	for _, lc := range cfg.Listeners {
 		if lc.Protocol == config.ProtocolHTTP {
 			continue
 		}
 		k := keyOf(lc.Bind, lc.Protocol, lc.Name)
-		if ln := running[k]; ln != nil {
-			if err := s.engine.Update(ln, listenerConfig(lc, pools)); err != nil {
+		if ln := pl.running[k]; ln != nil {
+			if err := s.engine.Update(ln, listenerConfig(lc, pl.pools)); err != nil {
 				// Only a bind change fails, and the key rules it out.
 				s.log.Error("listener update", "listener", lc.Name, "err", err)
 			}
-			next[lc.Name] = ln
-			delete(running, k)
+			pl.next[lc.Name] = ln
+			delete(pl.running, k)
 		}
 	}
-	for _, ln := range running {
+	for _, ln := range pl.running {
 		s.log.Info("listener removed", "listener", ln.Config().Name, "bind", ln.Addr().String())
 		s.engine.CloseListener(ln)
 	}
-	for _, ln := range opened {
+	for _, ln := range pl.opened {
 		s.log.Info("listening", "listener", ln.Config().Name, "bind", ln.Addr().String(), "pool", ln.Config().Pool.Name())
 	}
-	s.cfg, s.pools, s.listeners = cfg, pools, next
+	s.cfg, s.pools, s.listeners = cfg, pl.pools, pl.next
 	s.logLevel.Set(cfg.Global.LogLevel)
-	for _, p := range pools {
+	for _, p := range pl.pools {
 		p.Activate()
 	}
 	for _, p := range oldPools {
@@ -243,7 +278,6 @@ func (s *Server) apply(cfg *config.Config) error {
 	if err := s.saveStateLocked(); err != nil {
 		s.log.Warn("state file not written", "file", cfg.Global.StateFile, "err", err)
 	}
-	return nil
 }
 
 // moveSideServicesLocked rebinds the metrics endpoint and the admin socket
