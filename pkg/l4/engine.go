@@ -48,6 +48,12 @@ type Options struct {
 	AcceptPause time.Duration
 	// Logger receives the data plane's (debug-level) messages.
 	Logger *slog.Logger
+	// Clock is the loops' monotonic clock: time since an origin of its
+	// own, read once per loop iteration, by which connect, idle, header
+	// and flow timeouts run. nil is the runtime's monotonic clock. Tests
+	// pass one they move by hand; a loop reads it when it wakes, so they
+	// wake the loops after moving it.
+	Clock func() time.Duration
 }
 
 func (o *Options) setDefaults() {

@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -99,59 +100,104 @@ func TestNoBackend(t *testing.T) {
 	}
 }
 
+// TestConnectTimeout: a connection whose pick is a black hole moves on to
+// the good backend when connect_timeout has passed on the loop's clock,
+// not before; one that picks the good backend first is served at once.
 func TestConnectTimeout(t *testing.T) {
 	hole := blackhole(t)
 	good := listen(t, "tcp", "127.0.0.1:0", echo)
-	e := testEngine(t, Options{Loops: 1})
+	clk := &handClock{}
+	e := testEngine(t, Options{Loops: 1, Clock: clk.now})
 	p := testPool(t, e.Loops(), "wrr", hole, good)
-	timeout := 300 * time.Millisecond
+	const timeout = 3 * time.Second
 	ln := proxyTo(t, e, p, func(c *ListenerConfig) { c.ConnectTimeout = timeout; c.Retries = 1 })
-	// A connection whose pick is the black hole moves on to the good
-	// backend after the timeout; one that picks the good backend first is
-	// served at once.
+	holed := p.Backend(hole.String())
 	slow := 0
-	for i := 0; i < 4; i++ {
-		start := time.Now()
+	for range 4 {
 		c := dial(t, ln.Addr())
-		if got, err := roundTrip(c, "x"); err != nil || got != "x" {
-			t.Fatalf("%q, %v", got, err)
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
 		}
-		if time.Since(start) >= timeout {
+		// Either the good backend answers, or the connect to the black
+		// hole is under way.
+		got := make(chan error, 1)
+		go func() {
+			b := make([]byte, 1)
+			_, err := io.ReadFull(c, b)
+			got <- err
+		}()
+		var answered bool
+		nettest.Eventually(t, "an answer or a connect under way", func() bool {
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Errorf("good backend: %v", err)
+				}
+				answered = true
+				return true
+			default:
+				return holed.Active.Load() == 1
+			}
+		})
+		if !answered {
 			slow++
+			clk.advance(e, timeout-time.Millisecond)
+			select {
+			case err := <-got:
+				t.Fatalf("answered before connect_timeout (%v)", err)
+			default:
+			}
+			// A timer fires in the first tick (10 ms) that starts after
+			// its deadline.
+			clk.advance(e, 20*time.Millisecond)
+			if err := <-got; err != nil {
+				t.Fatalf("after the timeout: %v", err)
+			}
 		}
 		c.Close()
 	}
-	_, errs, _, _ := p.Backend(hole.String()).Totals()
+	_, errs, _, _ := holed.Totals()
 	if slow == 0 || errs != uint64(slow) {
 		t.Fatalf("%d connections waited for the timeout, black hole has %d connect errors", slow, errs)
 	}
 }
 
+// TestIdleTimeout: a connection with no progress either way for
+// idle_timeout on the loop's clock is closed; one with traffic meanwhile
+// is not.
 func TestIdleTimeout(t *testing.T) {
 	backend := listen(t, "tcp", "127.0.0.1:0", echo)
-	e := testEngine(t, Options{})
-	idle := 300 * time.Millisecond
+	clk := &handClock{}
+	e := testEngine(t, Options{Clock: clk.now})
+	const idle = 10 * time.Minute
 	ln := proxyTo(t, e, testPool(t, e.Loops(), "wrr", backend), func(c *ListenerConfig) { c.IdleTimeout = idle })
 	quiet := dial(t, ln.Addr())
 	if _, err := roundTrip(quiet, "a"); err != nil {
 		t.Fatal(err)
 	}
 	busy := dial(t, ln.Addr())
-	start := time.Now()
-	// Keep busy active for twice the idle timeout.
-	for time.Since(start) < 2*idle {
+	// busy has traffic every 6 minutes; quiet none after its first.
+	for range 2 {
+		acked(t, e)
+		clk.advance(e, 6*time.Minute)
 		if got, err := roundTrip(busy, "b"); err != nil || got != "b" {
 			t.Fatalf("busy connection: %q, %v", got, err)
 		}
-		time.Sleep(idle / 6)
 	}
 	expectClosed(t, quiet)
-	if el := time.Since(start); el < idle {
-		t.Fatalf("quiet connection closed after %v", el)
-	}
 	if got, err := roundTrip(busy, "c"); err != nil || got != "c" {
 		t.Fatalf("busy connection closed: %v", err)
 	}
+	// 9 minutes on, busy is still open; 2 more, and it has been idle too
+	// long.
+	acked(t, e)
+	clk.advance(e, 9*time.Minute)
+	if got, err := roundTrip(busy, "d"); err != nil || got != "d" {
+		t.Fatalf("busy connection closed early: %v", err)
+	}
+	acked(t, e)
+	clk.advance(e, idle+time.Minute)
+	expectClosed(t, busy)
 }
 
 func TestMaxConnections(t *testing.T) {

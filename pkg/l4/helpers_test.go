@@ -8,10 +8,14 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lbd-lb/lbd/healthcheck"
+	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -133,3 +137,54 @@ func expectClosed(t testing.TB, c net.Conn) {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// handClock is a clock for Options.Clock that moves only when the test
+// moves it.
+type handClock struct{ ns atomic.Int64 }
+
+func (c *handClock) now() time.Duration { return time.Duration(c.ns.Load()) }
+
+// advance moves the clock on by d and waits until every loop of e has run
+// its timers at the new time: a loop woken by a command reads the clock,
+// runs the command, then fires its timers at the top of its next turn,
+// where a second command finds it done.
+func (c *handClock) advance(e *Engine, d time.Duration) {
+	c.ns.Add(int64(d))
+	for range 2 {
+		for _, l := range e.loops {
+			done := make(chan struct{})
+			l.exec(func() { close(done) })
+			<-done
+		}
+	}
+}
+
+// acked waits until the peers of every connection of e have acknowledged
+// all that lbd sent them. A byte still unacknowledged when idle_timeout
+// comes due is a peer taking bytes, which counts as progress; with a clock
+// moved by hand minutes pass in no time, so a test waits for the ACKs
+// that real minutes would have brought.
+func acked(t *testing.T, e *Engine) {
+	t.Helper()
+	nettest.Eventually(t, "every byte sent acknowledged", func() bool {
+		for _, l := range e.loops {
+			inFlight := make(chan bool)
+			l.exec(func() {
+				n := 0
+				for _, c := range l.conns.items {
+					for _, fd := range c.fd {
+						if c.state != stFree && fd >= 0 {
+							q, _ := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+							n += q
+						}
+					}
+				}
+				inFlight <- n > 0
+			})
+			if <-inFlight {
+				return false
+			}
+		}
+		return true
+	})
+}

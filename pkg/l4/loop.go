@@ -164,7 +164,12 @@ func (l *loop) runCommands() {
 	}
 }
 
-func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
+func (l *loop) clock() int64 {
+	if c := l.e.opts.Clock; c != nil {
+		return int64(c())
+	}
+	return int64(time.Since(l.base))
+}
 
 func (l *loop) run() {
 	for !l.stopped {
