@@ -64,6 +64,28 @@ die() {
 	exit 1
 }
 
+# A workload W is bench/workloads/W.sh, which defines these functions and
+# nothing that runs on its own; this script calls them in this order:
+#   W_settings          read and check its settings (before anything starts)
+#   W_packages          print the apt packages it lacks
+#   W_tools             print the commands it needs
+#   W_prepare           ports and anything to decide before the configs; may
+#                       drop systems (drop_system) or mark them absent (meta)
+#   W_ports             print "tcp PORT" or "udp PORT" for each port it uses
+#   W_configs           write its configurations to $WDIR/conf, list them
+#                       (meta conf) with its settings (meta set) and steps
+#   W_check             check the configurations (lbd_check, check_nginx,
+#                       check_haproxy), which drop the systems they reject
+#   W_proxy SYS         set PROXY_ARGV (and PROXY_ENV) to run SYS's proxy
+#   W_backends          start its backends on CPU 0 (start_backend)
+#   W_plan              print "STEP ROUND" lines, the order of measurements;
+#                       each line is measured on every system in turn:
+#   W_runs STEP SYS     whether SYS is measured in STEP
+#   W_port SYS STEP     print "tcp PORT" or "udp PORT": the proxy is ready
+#                       when it is bound there
+#   W_probe SYS STEP PORT  (optional) and when this succeeds
+#   W_measure STEP SYS ROUND  measure on the fresh proxy (load, emit)
+#   W_finish            (optional) after the last measurement
 WORKLOAD_FILES=(tcp udp http)
 for w in "${WORKLOAD_FILES[@]}"; do
 	# shellcheck source=/dev/null
@@ -106,7 +128,7 @@ if [[ $HELP == 1 ]]; then
 	sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 	for w in "${RUN[@]}"; do
 		echo
-		sed -n '1,/^[^#]/p' "$ROOT/bench/workloads/$w.sh" | sed '$d; s/^# \{0,1\}//'
+		sed -n '1,/^[^#]/p' "$ROOT/bench/workloads/$w.sh" | sed '$d; /^# Sourced by/d; s/^# \{0,1\}//'
 	done
 	exit 0
 fi

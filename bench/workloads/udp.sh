@@ -26,7 +26,8 @@
 # dnsmasq answers every name under bench.test itself (--address), reads
 # neither /etc/resolv.conf nor /etc/hosts and has no upstream server (the run
 # stops unless it logs "no upstream servers configured"), so no query leaves
-# 127.0.0.1. Sourced by bench/run.sh, which calls the udp_* functions below.
+# 127.0.0.1.
+# Sourced by bench/run.sh, which calls the udp_* functions below.
 
 UDP_ZONE=bench.test
 UDP_ANSWER=192.0.2.1 # TEST-NET-1: an answer only, never a destination
