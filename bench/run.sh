@@ -1,55 +1,45 @@
 #!/usr/bin/env bash
-# Layer-4 TCP benchmarks: lbd against HAProxy and the nginx stream module,
-# with the no-proxy path as a baseline. `make bench` runs this script.
+# lbd against HAProxy and nginx, each proxy alone on one core, with the
+# no-proxy path as a baseline. `make bench` runs this script with no
+# argument: every workload, TCP then UDP then HTTP.
 #
-# Usage: bench/run.sh [bulk] [conn] [rr] [idle] [udp] [http]   (default: all six)
+# Usage: bench/run.sh [tcp | bulk conn rr idle] [udp] [http | plain fwd jwt] [--help]
 #
-#   bulk  iperf3 through the proxy, one stream and eight streams (Gbit/s)
-#   conn  wrk with "Connection: close", 32 connections (connections/s)
-#   rr    wrk keep-alive, 64 connections (requests/s, p50, p99)
-#   idle  RSS growth of the proxy per idle connection, 4000 connections,
-#         and the proxy's CPU while it holds them
-#   udp   DNS over UDP, dnsperf -> dnsmasq, HAProxy has no UDP (queries/s,
-#         lost, latency): bench/udp.sh, run after the TCP workloads, writes
-#         udp.md and udp.png; `bench/udp.sh --help` lists its own settings
-#   http  layer-7 HTTP, wrk keep-alive, 64 connections, three nginx backend
-#         ports, plain routing and HS256 JWT (requests/s, p50, p99):
-#         bench/http.sh, run last, writes http.md and http.png;
-#         `bench/http.sh --help` lists its own settings
+#   bulk conn rr idle  layer-4 TCP (bench/workloads/tcp.sh; tcp: all four):
+#                      writes tcp.md and tcp.png
+#   udp                DNS over UDP (bench/workloads/udp.sh, also bench/udp.sh):
+#                      writes udp.md and udp.png
+#   plain fwd jwt      layer-7 HTTP (bench/workloads/http.sh, also bench/http.sh;
+#                      http: all three): writes http.md and http.png
 #
-# Environment (defaults in brackets):
+# Environment, for every workload (defaults in brackets):
 #   SYSTEMS      systems to compare, in run order ["direct haproxy nginx lbd"]
-#   ROUNDS       rounds per measurement; the table shows the median [3]
-#   DURATION     seconds per load, sets both of the next two
-#   BULK_SECS    iperf3 duration [5]
-#   WRK_SECS     wrk duration [8]
-#   WRK_THREADS  wrk threads [1]
-#   IDLE_CONNS   connections held by the idle workload [4000]
-#   IDLE_CPU_SECS seconds over which the proxy's CPU is measured while it
-#                holds them, doing nothing else [10]
+#   ROUNDS       rounds per measurement; the tables show the median [3]
+#   DURATION     seconds per load: sets BULK_SECS, WRK_SECS, DNS_SECS, LAT_SECS
 #   COOLDOWN     seconds of rest between measurements [2]
-#   PORT_BASE    first of the 127.0.0.1 ports used, PORT_BASE+1..+33; udp
-#                uses +4, +24 and +34; http +5..+7, +15, +16, +25, +35, +36 [19200]
+#   PORT_BASE    first of the 127.0.0.1 ports used, PORT_BASE+1..+36 [19200]
 #   LBD          lbd binary [./bin/lbd]
-#   RESULTS_DIR  where tcp.md and tcp.png go [bench/results]
+#   RESULTS_DIR  where the .md and .png files go [bench/results]
 #   NO_INSTALL=1 never run apt-get
+# Each workload's own settings follow (bench/run.sh --help lists them all).
 #
-# Every proxy runs alone on CPU 1; clients and backends run on CPU 0. Traffic
-# stays on 127.0.0.1, every load stops by itself, and everything started here
-# is stopped on exit. Raw outputs go to bench/work/<timestamp>/.
+# Every proxy runs alone on CPU 1 (taskset), freshly started for every
+# measurement; clients and backends run on CPU 0. Before each load the
+# machine is checked to be quiet, and during it CPU 1 to be the proxy's
+# alone; the report flags figures taken otherwise. Traffic stays on
+# 127.0.0.1, every load stops by itself, and everything started here is
+# stopped on exit. Raw outputs go to bench/work/<timestamp>/<workload>/;
+# bench/work/<timestamp>/results.tsv and meta.tsv are what bench/report
+# turns into the tables and plots.
 set -Eeuo pipefail
 trap 'log "ERROR: status $? at line $LINENO: $BASH_COMMAND"' ERR
 
+PATH=$PATH:/usr/sbin:/sbin # nginx, haproxy and dnsmasq live there
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 SYSTEMS=${SYSTEMS:-"direct haproxy nginx lbd"}
 ROUNDS=${ROUNDS:-3}
-BULK_SECS=${BULK_SECS:-${DURATION:-5}}
-WRK_SECS=${WRK_SECS:-${DURATION:-8}}
-WRK_THREADS=${WRK_THREADS:-1}
-IDLE_CONNS=${IDLE_CONNS:-4000}
-IDLE_CPU_SECS=${IDLE_CPU_SECS:-10}
 COOLDOWN=${COOLDOWN:-2}
 PORT_BASE=${PORT_BASE:-19200}
 LBD=${LBD:-./bin/lbd}
@@ -58,667 +48,306 @@ NO_INSTALL=${NO_INSTALL:-0}
 
 PROXY_CPU=1
 CLIENT_CPU=0
+W='*' # the workload running; "*" before and between them
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
-NOTES=()
+log() {
+	local w=-$W
+	[[ $W == '*' ]] && w=
+	printf '[bench%s %s] %s\n' "$w" "$(date +%T)" "$*" >&2
+}
+warn() {
+	log "WARNING: $*"
+	meta note "$*"
+}
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+
+# A workload W is bench/workloads/W.sh, which defines these functions and
+# nothing that runs on its own; this script calls them in this order:
+#   W_settings          read and check its settings (before anything starts)
+#   W_packages          print the apt packages it lacks
+#   W_tools             print the commands it needs
+#   W_prepare           ports and anything to decide before the configs; may
+#                       drop systems (drop_system) or mark them absent (meta)
+#   W_ports             print "tcp PORT" or "udp PORT" for each port it uses
+#   W_configs           write its configurations to $WDIR/conf, list them
+#                       (meta conf) with its settings (meta set) and steps
+#   W_check             check the configurations (lbd_check, check_nginx,
+#                       check_haproxy), which drop the systems they reject
+#   W_proxy SYS         set PROXY_ARGV (and PROXY_ENV) to run SYS's proxy
+#   W_backends          start its backends on CPU 0 (start_backend)
+#   W_plan              print "STEP ROUND" lines, the order of measurements;
+#                       each line is measured on every system in turn:
+#   W_runs STEP SYS     whether SYS is measured in STEP
+#   W_port SYS STEP     print "tcp PORT" or "udp PORT": the proxy is ready
+#                       when it is bound there
+#   W_probe SYS STEP PORT  (optional) and when this succeeds
+#   W_measure STEP SYS ROUND  measure on the fresh proxy (load, emit)
+#   W_finish            (optional) after the last measurement
+WORKLOAD_FILES=(tcp udp http)
+for w in "${WORKLOAD_FILES[@]}"; do
+	# shellcheck source=/dev/null
+	. "$ROOT/bench/workloads/$w.sh"
+done
 
 # ---------------------------------------------------------------- arguments
 
-WORKLOADS=()
-RUN_UDP=0
-RUN_HTTP=0
+TCP_PARTS=()
+HTTP_MODES=()
+RUN=()
+HELP=0
+want() { [[ " ${RUN[*]} " == *" $1 "* ]] || RUN+=("$1"); }
 for arg in "$@"; do
 	case $arg in
-	bulk | conn | rr | idle) WORKLOADS+=("$arg") ;;
-	udp) RUN_UDP=1 ;;
-	http) RUN_HTTP=1 ;;
-	all)
-		WORKLOADS+=(bulk conn rr idle)
-		RUN_UDP=1
-		RUN_HTTP=1
-		;;
-	-h | --help)
-		sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-		exit 0
-		;;
-	*) die "unknown workload '$arg' (expected: bulk conn rr idle udp http)" ;;
+	bulk | conn | rr | idle) TCP_PARTS+=("$arg") ;;
+	tcp) TCP_PARTS+=(bulk conn rr idle) ;;
+	udp) want udp ;;
+	plain | fwd | jwt) HTTP_MODES+=("$arg") ;;
+	http) want http ;;
+	all) TCP_PARTS+=(bulk conn rr idle) && want udp && want http ;;
+	-h | --help) HELP=1 ;;
+	*) die "unknown workload '$arg' (expected: tcp bulk conn rr idle udp http plain fwd jwt)" ;;
 	esac
 done
-if [[ $# == 0 ]]; then
-	WORKLOADS=(bulk conn rr idle)
-	RUN_UDP=1
-	RUN_HTTP=1
+[[ ${#TCP_PARTS[@]} -gt 0 ]] && RUN=(tcp "${RUN[@]}")
+[[ ${#HTTP_MODES[@]} -gt 0 ]] && want http
+if [[ ${#RUN[@]} == 0 ]]; then
+	if [[ $HELP == 1 ]]; then RUN=(tcp udp http); else
+		TCP_PARTS=(bulk conn rr idle)
+		RUN=(tcp udp http)
+	fi
 fi
-# udp and/or http alone: bench/udp.sh and bench/http.sh do everything themselves.
-if [[ ${#WORKLOADS[@]} == 0 ]]; then
-	mkdir -p "$ROOT/bench/work"
-	exec 9>"$ROOT/bench/work/.lock"
-	flock -n 9 || { printf '[bench] ERROR: another bench run is going on (bench/work/.lock)\n' >&2; exit 1; }
-	rc=0
-	[[ $RUN_UDP == 1 ]] && { LBD_BENCH_LOCKED=1 "$ROOT/bench/udp.sh" || rc=$?; }
-	[[ $RUN_HTTP == 1 ]] && { LBD_BENCH_LOCKED=1 "$ROOT/bench/http.sh" || rc=$?; }
-	exit "$rc"
+# In the order TCP, UDP, HTTP, whatever the order of the arguments.
+ORDER=()
+for w in "${WORKLOAD_FILES[@]}"; do [[ " ${RUN[*]} " == *" $w "* ]] && ORDER+=("$w"); done
+RUN=("${ORDER[@]}")
+
+if [[ $HELP == 1 ]]; then
+	sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+	for w in "${RUN[@]}"; do
+		echo
+		sed -n '1,/^[^#]/p' "$ROOT/bench/workloads/$w.sh" | sed '$d; /^# Sourced by/d; s/^# \{0,1\}//'
+	done
+	exit 0
 fi
 
+# need_int VAR [0]: VAR must be a positive integer (or 0, with "0").
+need_int() {
+	[[ ${!1} =~ ^[0-9]+$ ]] && { [[ ${!1} -gt 0 ]] || [[ ${2:-} == 0 ]]; } ||
+		die "$1 must be a positive integer, got '${!1}'"
+}
+for v in ROUNDS PORT_BASE; do need_int "$v"; done
+need_int COOLDOWN 0
 read -r -a SYS_LIST <<<"$SYSTEMS"
+[[ ${#SYS_LIST[@]} -gt 0 ]] || die "SYSTEMS is empty"
 for s in "${SYS_LIST[@]}"; do
 	case $s in
 	direct | haproxy | nginx | lbd) ;;
 	*) die "unknown system '$s' in SYSTEMS (expected: direct haproxy nginx lbd)" ;;
 	esac
 done
-[[ ${#SYS_LIST[@]} -gt 0 ]] || die "SYSTEMS is empty"
-for v in ROUNDS BULK_SECS WRK_SECS WRK_THREADS IDLE_CONNS COOLDOWN PORT_BASE; do
-	[[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 || ($v == COOLDOWN && ${!v} == 0) ]] ||
-		die "$v must be a positive integer, got '${!v}'"
-done
+for w in "${RUN[@]}"; do "${w}_settings"; done
 
-has_workload() {
-	local w
-	for w in "${WORKLOADS[@]}"; do [[ $w == "$1" ]] && return 0; done
+# ------------------------------------------------------------ system lists
+
+has_system() {
+	local s
+	for s in "${SYS_LIST[@]}"; do [[ $s == "$1" ]] && return 0; done
 	return 1
 }
+
+drop_system() {
+	local s keep=()
+	for s in "${SYS_LIST[@]}"; do [[ $s == "$1" ]] || keep+=("$s"); done
+	SYS_LIST=("${keep[@]}")
+}
+
 # -------------------------------------------------------------------- setup
 
 [[ $(nproc --all) -ge 2 ]] || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, load on CPU $CLIENT_CPU)"
-
 mkdir -p bench/work
 exec 9>bench/work/.lock
-flock -n 9 || die "another bench/run.sh is running (bench/work/.lock)"
+flock -n 9 || die "another bench run is going on (bench/work/.lock)"
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 WORK=$ROOT/bench/work/$STAMP
-mkdir -p "$WORK/raw" "$WORK/conf"
+mkdir -p "$WORK"
 ln -sfn "$STAMP" bench/work/latest
 TMP=$(mktemp -d /tmp/lbd-bench.XXXXXX)
+printf '# workload\tstep\tsystem\tround\tmetric\tvalue\n' >"$WORK/results.tsv"
+printf '# workload\tkey\tfield...\n' >"$WORK/meta.tsv"
+
+# emit STEP SYSTEM ROUND METRIC VALUE: one measured value.
+emit() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$W" "$1" "$2" "$3" "$4" "$5" >>"$WORK/results.tsv"; }
+
+# meta KEY FIELD...: one line of what the report shows besides the values.
+meta() {
+	local a line=$W
+	for a in "$@"; do
+		a=${a//$'\t'/ }
+		line+=$'\t'${a//$'\n'/ }
+	done
+	printf '%s\n' "$line" >>"$WORK/meta.tsv"
+}
 
 # --------------------------------------------------------- process handling
 
-STARTED=()
+STARTED=()     # every process started here and not yet stopped
+CLEANUP=()     # functions the workloads want run on exit
+BACKEND_PIDS=() # the workload's backends: CPU 0 time not counted as others'
 LAST_PID=
+PROXY_PID=
+PROXY_LOG=
+PROXY_SEQ=0
 
+# start_bg LOGFILE CMD...: run CMD in the background; its pid is in LAST_PID.
+start_bg() {
+	local logf=$1
+	shift
+	"$@" >"$logf" 2>&1 </dev/null &
+	LAST_PID=$!
+	STARTED+=("$LAST_PID")
+}
+
+descendants() {
+	local c
+	for c in $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
+		descendants "$c"
+		echo "$c"
+	done
+}
+
+alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; }
+
+# forget PID: drop a stopped process from STARTED so that the exit trap
+# never signals a later process that reuses its pid.
+forget() {
+	local p keep=()
+	for p in "${STARTED[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+	STARTED=("${keep[@]}")
+}
+
+# stop_pid PID: SIGTERM the process and its descendants, SIGKILL after 5 s.
+stop_pid() {
+	local pid=$1 all i p any
+	if ! alive "$pid"; then
+		wait "$pid" 2>/dev/null || true
+		forget "$pid"
+		return 0
+	fi
+	# shellcheck disable=SC2207
+	all=($(descendants "$pid") "$pid")
+	kill -TERM "${all[@]}" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		any=0
+		for p in "${all[@]}"; do alive "$p" && any=1; done
+		[[ $any == 0 ]] && break
+		sleep 0.1
+	done
+	kill -KILL "${all[@]}" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	forget "$pid"
+}
+
+stop_all() {
+	local pid
+	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+	BACKEND_PIDS=()
+	PROXY_PID=
+}
+
+cleanup() {
+	local rc=$? f
+	trap - EXIT INT TERM
+	stop_all
+	for f in "${CLEANUP[@]}"; do "$f" || true; done
+	rm -rf "$TMP"
+	exit "$rc"
+}
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # ------------------------------------------------------------- installation
 
-install_missing() {
-	local pkgs=()
-	command -v iperf3 >/dev/null || pkgs+=(iperf3)
-	command -v wrk >/dev/null || pkgs+=(wrk)
-	command -v nginx >/dev/null || pkgs+=(nginx)
-	if has_system nginx && ! { command -v nginx >/dev/null && nginx_has_stream; }; then
-		pkgs+=(libnginx-mod-stream)
-	fi
-	has_system haproxy && ! command -v haproxy >/dev/null && pkgs+=(haproxy)
-	command -v gnuplot >/dev/null || pkgs+=(gnuplot-nox)
-	command -v jq >/dev/null || pkgs+=(jq)
-	command -v taskset >/dev/null || pkgs+=(util-linux)
-	command -v ss >/dev/null || pkgs+=(iproute2)
-	apt_install "${pkgs[@]}"
+stream_module() {
+	local f
+	for f in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do
+		[[ -f $f ]] && {
+			echo "$f"
+			return 0
+		}
+	done
+	return 1
 }
 
-install_missing
-for t in iperf3 wrk nginx jq taskset ss go; do
-	command -v "$t" >/dev/null || die "$t not found"
+nginx_has_stream() {
+	stream_module >/dev/null && return 0
+	nginx -V 2>&1 | grep -Eq -- '--with-stream( |$)'
+}
+
+# stop_new_service NAME PIDS_BEFORE: stop a distro service that apt-get has
+# just started, touching only processes that did not exist before.
+stop_new_service() {
+	local name=$1 before=" $2 " p new=()
+	for p in $(pidof "$name" 2>/dev/null); do
+		[[ $before == *" $p "* ]] || new+=("$p")
+	done
+	[[ ${#new[@]} -gt 0 ]] || return 0
+	log "apt started the distro's $name service; stopping it"
+	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+		systemctl stop "$name" >/dev/null 2>&1 || true
+		systemctl disable "$name" >/dev/null 2>&1 || true
+	elif command -v service >/dev/null; then
+		service "$name" stop >/dev/null 2>&1 || true
+	fi
+	sleep 0.5
+	for p in "${new[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+}
+
+# apt_install PKG...: install the packages the workloads lack (nothing when
+# none), with apt-get update only if a first try fails; stop any haproxy or
+# nginx service that the install started, leaving processes that ran before.
+apt_install() {
+	[[ $# -gt 0 ]] || return 0
+	[[ $NO_INSTALL == 1 ]] && die "missing packages and NO_INSTALL=1: $*"
+	[[ $(id -u) == 0 ]] || die "missing packages, run as root or install them: apt-get install -y $*"
+	log "installing: $*"
+	local before_haproxy before_nginx
+	before_haproxy=$(pidof haproxy 2>/dev/null || true)
+	before_nginx=$(pidof nginx 2>/dev/null || true)
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get install -y --no-install-recommends "$@" >"$WORK/apt.log" 2>&1; then
+		log "apt-get install failed, running apt-get update first"
+		apt-get update >>"$WORK/apt.log" 2>&1 || die "apt-get update failed, see $WORK/apt.log"
+		apt-get install -y --no-install-recommends "$@" >>"$WORK/apt.log" 2>&1 ||
+			die "apt-get install $* failed, see $WORK/apt.log"
+	fi
+	stop_new_service haproxy "$before_haproxy"
+	stop_new_service nginx "$before_nginx"
+}
+
+# Each workload's <w>_packages prints the packages it lacks.
+PKGS=()
+command -v taskset >/dev/null || PKGS+=(util-linux)
+command -v ss >/dev/null || PKGS+=(iproute2)
+for w in "${RUN[@]}"; do
+	for p in $("${w}_packages"); do [[ " ${PKGS[*]} " == *" $p "* ]] || PKGS+=("$p"); done
 done
-if has_system haproxy && ! command -v haproxy >/dev/null; then die "haproxy not found"; fi
-if has_system nginx && ! nginx_has_stream; then die "nginx has no stream module (apt-get install libnginx-mod-stream)"; fi
-
-# -------------------------------------------------------------------- ports
-
-B_IPERF=$((PORT_BASE + 1))
-B_HTTP=$((PORT_BASE + 2))
-B_IDLE=$((PORT_BASE + 3))
-
-sys_base() {
-	case $1 in
-	haproxy) echo $((PORT_BASE + 10)) ;;
-	nginx) echo $((PORT_BASE + 20)) ;;
-	lbd) echo $((PORT_BASE + 30)) ;;
-	esac
-}
-
-# front_port SYSTEM bulk|http|idle: the port a client dials for that system.
-front_port() {
-	local off
-	case $2 in bulk) off=1 ;; http) off=2 ;; idle) off=3 ;; esac
-	if [[ $1 == direct ]]; then
-		echo $((PORT_BASE + off))
-	else
-		echo $(($(sys_base "$1") + off))
-	fi
-}
-
-check_ports_free() {
-	local p s busy=()
-	for p in "$B_IPERF" "$B_HTTP" "$B_IDLE"; do listening "$p" && busy+=("$p"); done
-	for s in "${SYS_LIST[@]}"; do
-		[[ $s == direct ]] && continue
-		for p in bulk http idle; do
-			p=$(front_port "$s" "$p")
-			listening "$p" && busy+=("$p")
-		done
-	done
-	if [[ ${#busy[@]} -gt 0 ]]; then
-		ss -Hltnp | grep -E ":($(
-			IFS='|'
-			echo "${busy[*]}"
-		))\b" >&2 || true
-		die "ports already in use: ${busy[*]}; set PORT_BASE to a free range"
-	fi
-}
-check_ports_free
-
-# ------------------------------------------------------------------ configs
-
-write_haproxy_conf() {
-	local f=$WORK/conf/haproxy.cfg
-	cat >"$f" <<EOF
-global
-    nbthread 1
-    maxconn 7800
-    pidfile $TMP/haproxy.pid
-
-defaults
-    mode tcp
-    option splice-auto
-    maxconn 7800
-    timeout connect 5s
-    timeout client 10m
-    timeout server 10m
-
-listen bulk
-    bind 127.0.0.1:$(front_port haproxy bulk)
-    server s1 127.0.0.1:$B_IPERF
-
-listen http
-    bind 127.0.0.1:$(front_port haproxy http)
-    server s1 127.0.0.1:$B_HTTP
-
-listen idle
-    bind 127.0.0.1:$(front_port haproxy idle)
-    server s1 127.0.0.1:$B_IDLE
-EOF
-}
-
-write_nginx_stream_conf() {
-	local d=$WORK/nginx-stream mod=""
-	mkdir -p "$d/logs"
-	if m=$(stream_module); then mod="load_module $m;"; fi
-	cat >"$WORK/conf/nginx-stream.conf" <<EOF
-$mod
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $d/nginx.pid;
-error_log $d/logs/error.log warn;
-
-events {
-    worker_connections 20000;
-}
-
-stream {
-    server {
-        listen 127.0.0.1:$(front_port nginx bulk);
-        proxy_pass 127.0.0.1:$B_IPERF;
-    }
-    server {
-        listen 127.0.0.1:$(front_port nginx http);
-        proxy_pass 127.0.0.1:$B_HTTP;
-    }
-    server {
-        listen 127.0.0.1:$(front_port nginx idle);
-        proxy_pass 127.0.0.1:$B_IDLE;
-    }
-}
-EOF
-}
-
-write_nginx_backend_conf() {
-	local d=$WORK/nginx-backend
-	mkdir -p "$d/logs"
-	cat >"$WORK/conf/nginx-backend.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $d/nginx.pid;
-error_log $d/logs/error.log warn;
-
-events {
-    worker_connections 20000;
-}
-
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $d/client_body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
-    server {
-        listen 127.0.0.1:$B_HTTP backlog=4096;
-        location / {
-            default_type text/plain;
-            return 200 "ok";
-        }
-    }
-}
-EOF
-}
-
-write_lbd_conf() {
-	local f=$WORK/conf/lbd.toml w port back
-	cat >"$f" <<EOF
-[global]
-workers = 1
-metrics_listen = ""
-admin_socket = "$TMP/lbd-admin.sock"
-log_level = "warn"
-shutdown_timeout = "2s"
-EOF
-	for w in bulk http idle; do
-		port=$(front_port lbd "$w")
-		case $w in bulk) back=$B_IPERF ;; http) back=$B_HTTP ;; idle) back=$B_IDLE ;; esac
-		cat >>"$f" <<EOF
-
-[[listener]]
-name = "$w"
-bind = "127.0.0.1:$port"
-protocol = "tcp"
-pool = "$w"
-
-[[pool]]
-name = "$w"
-algorithm = "wrr"
-
-  [[pool.backend]]
-  address = "127.0.0.1:$back"
-
-  [pool.health_check]
-  type = "none"
-EOF
-	done
-}
-
-write_haproxy_conf
-write_nginx_stream_conf
-write_nginx_backend_conf
-write_lbd_conf
-
-# ------------------------------------------------------------------ proxies
-
-declare -A PROXY_CMD
-PROXY_CMD[haproxy]="taskset -c $PROXY_CPU haproxy -f $WORK/conf/haproxy.cfg -db"
-PROXY_CMD[nginx]="taskset -c $PROXY_CPU nginx -p $WORK/nginx-stream/ -e $WORK/nginx-stream/logs/error.log -c $WORK/conf/nginx-stream.conf -g 'daemon off;'"
-PROXY_CMD[lbd]="taskset -c $PROXY_CPU $LBD run -c $WORK/conf/lbd.toml"
-
-PROXY_PID=
-PROXY_LOG=
-PROXY_SEQ=0
-LBD_SKIP_REASON=
-
-# start_proxy SYSTEM KIND: start a fresh proxy for one measurement and wait
-# until the listener for KIND (bulk|http|idle) is up. direct starts nothing.
-start_proxy() {
-	local sys=$1 port
-	PROXY_PID=
-	[[ $sys == direct ]] && return 0
-	port=$(front_port "$sys" "$2")
-	PROXY_SEQ=$((PROXY_SEQ + 1))
-	PROXY_LOG=$WORK/raw/proxy-$PROXY_SEQ-$sys.log
-	case $sys in
-	haproxy) start_bg "$PROXY_LOG" taskset -c "$PROXY_CPU" haproxy -f "$WORK/conf/haproxy.cfg" -db ;;
-	nginx) start_bg "$PROXY_LOG" taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx-stream/" \
-		-e "$WORK/nginx-stream/logs/error.log" -c "$WORK/conf/nginx-stream.conf" -g 'daemon off;' ;;
-	lbd) start_bg "$PROXY_LOG" taskset -c "$PROXY_CPU" "$LBD" run -c "$WORK/conf/lbd.toml" ;;
-	esac
-	PROXY_PID=$LAST_PID
-	if ! wait_listen "$port" "$PROXY_PID" 10; then
-		log "$sys did not start listening on 127.0.0.1:$port; its output ($PROXY_LOG):"
-		tail -n 20 "$PROXY_LOG" >&2 || true
-		stop_pid "$PROXY_PID"
-		PROXY_PID=
-		return 1
-	fi
-	sleep 0.3 # let it finish starting before anything is measured
-}
-
-# rss_kb PID: VmRSS in kB, summed over the process and its descendants.
-rss_kb() { proc_sum "$1" status '/^VmRSS:/{print $2}'; }
-
-# proc_sum PID FILE AWK: the sum over the process and its descendants of
-# what AWK prints from /proc/PID/FILE.
-proc_sum() {
-	local p sum=0 v
-	for p in "$1" $(descendants "$1"); do
-		v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || true)
-		sum=$((sum + ${v:-0}))
-	done
-	echo "$sum"
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-
-# ------------------------------------------------------------------ results
-
-declare -A VAL     # "metric|system" -> values of all rounds, space-separated
-declare -A CPU     # "metric|system" -> proxy CPU % of all rounds
-declare -A OTHER   # "metric|system" -> CPU % of other processes on the proxy core
-declare -A CMDLINE # "metric|system" -> client command of the first round
-
-add_cpu() { CPU[$1|$2]="${CPU[$1|$2]:-}${CPU[$1|$2]:+ }$3"; }
-add_other() { OTHER[$1|$2]="${OTHER[$1|$2]:-}${OTHER[$1|$2]:+ }$3"; }
-
-# load_begin; ...; load_end METRIC SYSTEM ROUND: record the proxy's
-# CPU use during one load, and that of every other process on its core. A
-# busy proxy core makes the figure worthless, so that is flagged.
-load_begin() {
-	L_T0=$(cpu_ticks "$PROXY_PID")
-	L_C0=$(core_ticks "$PROXY_CPU")
-	L_W0=$EPOCHREALTIME
-}
-load_end() {
-	local t1 c1 other secs
-	t1=$(cpu_ticks "$PROXY_PID")
-	c1=$(core_ticks "$PROXY_CPU")
-	secs=$(elapsed "$L_W0")
-	[[ $2 == direct ]] || add_cpu "$1" "$2" "$(pct "$L_T0" "$t1" "$secs")"
-	other=$(awk -v c=$((c1 - L_C0)) -v t=$((t1 - L_T0)) -v s="$secs" -v hz="$CLK_TCK" \
-		'BEGIN{o = (c - t) / hz / s * 100; if (o < 0) o = 0; printf "%.0f", o}')
-	add_other "$1" "$2" "$other"
-	if [[ $2 != direct && $other -gt 10 ]]; then
-		warn "$1/$2 round $3: other processes used ${other}% of CPU $PROXY_CPU during the load, so this figure is unreliable"
-	fi
-}
-
-# ---------------------------------------------------------------- workloads
-
-start_backends() {
-	if has_workload bulk; then
-		start_bg "$WORK/raw/iperf3-server.log" taskset -c "$CLIENT_CPU" iperf3 -s -B 127.0.0.1 -p "$B_IPERF"
-		wait_listen "$B_IPERF" "$LAST_PID" 10 || die "iperf3 server did not start, see $WORK/raw/iperf3-server.log"
-	fi
-	if has_workload conn || has_workload rr; then
-		nginx -t -p "$WORK/nginx-backend/" -e "$WORK/nginx-backend/logs/error.log" \
-			-c "$WORK/conf/nginx-backend.conf" >"$WORK/raw/nginx-backend-test.log" 2>&1 ||
-			die "nginx backend config invalid, see $WORK/raw/nginx-backend-test.log"
-		start_bg "$WORK/raw/nginx-backend.log" taskset -c "$CLIENT_CPU" nginx -p "$WORK/nginx-backend/" \
-			-e "$WORK/nginx-backend/logs/error.log" -c "$WORK/conf/nginx-backend.conf" -g 'daemon off;'
-		wait_listen "$B_HTTP" "$LAST_PID" 10 || die "nginx backend did not start, see $WORK/raw/nginx-backend.log"
-		local body
-		body=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$B_HTTP; printf 'GET / HTTP/1.0\r\n\r\n' >&3; cat <&3" | tail -n 1) || true
-		[[ $body == ok ]] || die "nginx backend answered '$body' instead of 'ok'"
-	fi
-}
-
-build_idleconns() {
-	IDLE_BIN=$WORK/idleconns
-	# Built as its own module so that a main module in flux cannot break it.
-	mkdir -p "$TMP/idleconns"
-	cp bench/idleconns/main.go "$TMP/idleconns/"
-	printf 'module idleconns\n\ngo 1.22\n' >"$TMP/idleconns/go.mod"
-	(cd "$TMP/idleconns" && GOWORK=off GOFLAGS='' go build -o "$IDLE_BIN" .) >"$WORK/raw/idleconns-build.log" 2>&1 ||
-		die "building bench/idleconns failed, see $WORK/raw/idleconns-build.log"
-}
-
-# measure_bulk SYSTEM ROUND STREAMS
-measure_bulk() {
-	local sys=$1 r=$2 P=$3 metric=bulk$3 port out gbps
-	port=$(front_port "$sys" bulk)
-	out=$WORK/raw/$metric-$sys-r$r.json
-	local cmd=(taskset -c "$CLIENT_CPU" iperf3 -c 127.0.0.1 -p "$port" -t "$BULK_SECS" -P "$P" -J)
-	set_cmd "$metric" "$sys" "${cmd[*]}"
-	load_begin
-	if ! timeout $((BULK_SECS + 30)) "${cmd[@]}" >"$out" 2>"$out.err"; then
-		warn "$metric/$sys round $r: iperf3 failed: $(jq -r '.error // empty' "$out" 2>/dev/null || true) $(head -c 300 "$out.err") (see $out)"
-		return 1
-	fi
-	load_end "$metric" "$sys" "$r"
-	proxy_ok "$sys" || return 1
-	gbps=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e9 | (. * 100 | round) / 100' "$out" 2>/dev/null || true)
-	if [[ -z $gbps ]]; then
-		warn "$metric/$sys round $r: no throughput in iperf3 output $out"
-		return 1
-	fi
-	add_val "$metric" "$sys" "$gbps"
-	log "  $metric $sys: $gbps Gbit/s"
-}
-
-# measure_wrk SYSTEM ROUND conn|rr
-measure_wrk() {
-	local sys=$1 r=$2 mode=$3 port out rps p50 p99 total non2xx errs
-	port=$(front_port "$sys" http)
-	out=$WORK/raw/$mode-$sys-r$r.txt
-	local cmd=(taskset -c "$CLIENT_CPU" wrk -t"$WRK_THREADS" -d"${WRK_SECS}s" --latency)
-	if [[ $mode == conn ]]; then
-		cmd+=(-c32 -H "Connection: close")
-	else
-		cmd+=(-c64)
-	fi
-	cmd+=("http://127.0.0.1:$port/")
-	set_cmd "$mode" "$sys" "$(show_cmd "${cmd[@]}")"
-	load_begin
-	if ! timeout $((WRK_SECS + 30)) "${cmd[@]}" >"$out" 2>&1; then
-		warn "$mode/$sys round $r: wrk failed: $(tail -n 3 "$out" | tr '\n' ' ') (see $out)"
-		return 1
-	fi
-	if [[ $mode == conn ]]; then load_end conn "$sys" "$r"; else load_end rr_rps "$sys" "$r"; fi
-	proxy_ok "$sys" || return 1
-	rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
-	total=$(awk '/ requests in /{print $1}' "$out")
-	p50=$(awk '$1=="50%"{print $2; exit}' "$out")
-	p99=$(awk '$1=="99%"{print $2; exit}' "$out")
-	non2xx=$(awk '/Non-2xx or 3xx responses:/{print $NF}' "$out")
-	errs=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' "$out")
-	if [[ -z $rps || -z $total || $total == 0 ]]; then
-		warn "$mode/$sys round $r: no requests completed (see $out)"
-		return 1
-	fi
-	if [[ ${non2xx:-0} -gt 0 || ${errs:-0} -gt 0 ]]; then
-		warn "$mode/$sys round $r: ${non2xx:-0} non-2xx responses and ${errs:-0} socket errors in $total requests (see $out)"
-	fi
-	rps=$(awk -v v="$rps" 'BEGIN{printf "%.0f", v}')
-	if [[ $mode == conn ]]; then
-		add_val conn "$sys" "$rps"
-		log "  conn $sys: $rps connections/s"
-	else
-		if ! p50=$(to_ms "$p50") || ! p99=$(to_ms "$p99"); then
-			warn "rr/$sys round $r: cannot parse latency distribution (see $out)"
-			return 1
-		fi
-		add_val rr_rps "$sys" "$rps"
-		add_val rr_p50 "$sys" "$p50"
-		add_val rr_p99 "$sys" "$p99"
-		log "  rr $sys: $rps req/s, p50 $p50 ms, p99 $p99 ms"
-	fi
-}
-
-# measure_idle SYSTEM ROUND
-measure_idle() {
-	local sys=$1 r=$2 port out before after pid i kib
-	[[ $sys == direct ]] && return 0 # no proxy, no proxy memory
-	port=$(front_port "$sys" idle)
-	out=$WORK/raw/idle-$sys-r$r.txt
-	local cmd=(taskset -c "$CLIENT_CPU" "$IDLE_BIN" -listen "127.0.0.1:$B_IDLE" -target "127.0.0.1:$port"
-		-n "$IDLE_CONNS" -timeout 60s -hold 180s)
-	set_cmd idle "$sys" "taskset -c $CLIENT_CPU bench/work/idleconns -listen 127.0.0.1:$B_IDLE -target 127.0.0.1:$port -n $IDLE_CONNS -timeout 60s -hold 180s"
-	before=$(rss_kb "$PROXY_PID")
-	start_bg "$out" "${cmd[@]}"
-	pid=$LAST_PID
-	for ((i = 0; i < 900; i++)); do
-		grep -q '^ESTABLISHED' "$out" && break
-		alive "$pid" || break
-		sleep 0.1
-	done
-	if ! grep -q '^ESTABLISHED' "$out"; then
-		warn "idle/$sys round $r: connections not established: $(tail -n 2 "$out" | tr '\n' ' ') (see $out)"
-		stop_pid "$pid"
-		return 1
-	fi
-	sleep 1 # let the proxy settle
-	after=$(rss_kb "$PROXY_PID")
-	# The CPU the proxy spends holding the connections, doing nothing
-	# else, over IDLE_CPU_SECS: its timers and housekeeping.
-	local cpu
-	cpu=$(cpu_pct "$PROXY_PID" "$IDLE_CPU_SECS")
-	proxy_ok "$sys" || {
-		stop_pid "$pid"
-		return 1
-	}
-	stop_pid "$pid"
-	kib=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN{printf "%.2f", (a-b)/n}')
-	echo "proxy VmRSS before=${before}kB after=${after}kB per_conn=${kib}KiB" >>"$out"
-	add_val idle "$sys" "$kib"
-	add_val idlecpu "$sys" "$cpu"
-	echo "proxy CPU while idle: ${cpu}% of a core over ${IDLE_CPU_SECS}s" >>"$out"
-	log "  idle $sys: RSS ${before} kB -> ${after} kB, $kib KiB per connection; ${cpu}% of a core while idle"
-}
-
-# cpu_pct PID SECS: the CPU the process and its descendants used over the
-# next SECS seconds, in percent of one core.
-cpu_pct() {
-	local pid=$1 secs=$2 t0 t1 hz
-	hz=$(getconf CLK_TCK)
-	t0=$(cpu_ticks "$pid")
-	sleep "$secs"
-	t1=$(cpu_ticks "$pid")
-	awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$secs" 'BEGIN{printf "%.3f", (b-a)*100/hz/s}'
-}
-
-# cpu_ticks PID: utime+stime of the process and its descendants.
-cpu_ticks() { proc_sum "$1" stat '{print $14+$15}'; }
-
-# run_one WORKLOAD SYSTEM ROUND: one measurement on a freshly started proxy.
-run_one() {
-	local w=$1 sys=$2 r=$3 kind=http
-	case $w in bulk*) kind=bulk ;; idle) kind=idle ;; esac
-	[[ $w == idle && $sys == direct ]] && return 0
-	quiet_check "$w/$sys round $r"
-	if ! start_proxy "$sys" "$kind"; then
-		if [[ $sys == lbd ]]; then
-			LBD_SKIP_REASON="lbd did not start (see $PROXY_LOG)"
-			warn "$LBD_SKIP_REASON; skipping lbd for the rest of the run"
-			drop_system lbd
-		else
-			warn "$sys did not start for $w round $r (see $PROXY_LOG)"
-		fi
-		return 0
-	fi
-	case $w in
-	bulk1) measure_bulk "$sys" "$r" 1 || true ;;
-	bulk8) measure_bulk "$sys" "$r" 8 || true ;;
-	conn) measure_wrk "$sys" "$r" conn || true ;;
-	rr) measure_wrk "$sys" "$r" rr || true ;;
-	idle) measure_idle "$sys" "$r" || true ;;
-	esac
-	stop_proxy
-	sleep "$COOLDOWN"
-}
-
-# ------------------------------------------------------------------- checks
-
-if has_system lbd; then
-	if [[ ! -x $LBD ]]; then
-		LBD_SKIP_REASON="$LBD not found or not executable (run make build)"
-		warn "$LBD_SKIP_REASON; skipping lbd"
-		drop_system lbd
-	elif ! "$LBD" check -c "$WORK/conf/lbd.toml" >"$WORK/raw/lbd-check.log" 2>&1; then
-		# Not fatal: "check" may lag behind "run". A failing start skips lbd.
-		log "note: '$LBD check' did not accept the config: $(head -c 300 "$WORK/raw/lbd-check.log")"
-	fi
-fi
-if has_system nginx; then
-	nginx -t -p "$WORK/nginx-stream/" -e "$WORK/nginx-stream/logs/error.log" -c "$WORK/conf/nginx-stream.conf" \
-		>"$WORK/raw/nginx-stream-test.log" 2>&1 || {
-		warn "nginx stream config rejected, skipping nginx: $(tail -n 2 "$WORK/raw/nginx-stream-test.log" | tr '\n' ' ')"
-		drop_system nginx
-	}
-fi
-if has_system haproxy; then
-	haproxy -c -f "$WORK/conf/haproxy.cfg" >"$WORK/raw/haproxy-check.log" 2>&1 || {
-		warn "haproxy config rejected, skipping haproxy: $(tail -n 2 "$WORK/raw/haproxy-check.log" | tr '\n' ' ')"
-		drop_system haproxy
-	}
-fi
-[[ ${#SYS_LIST[@]} -gt 0 ]] || die "no system left to measure"
-SYSTEMS_RUN=("${SYS_LIST[@]}")
-
-# --------------------------------------------------------------------- run
-
-has_workload idle && build_idleconns
-start_backends
-
-log "workloads: ${WORKLOADS[*]}; systems: ${SYS_LIST[*]}; rounds: $ROUNDS; bulk ${BULK_SECS}s, wrk ${WRK_SECS}s"
-log "raw outputs: ${WORK#"$ROOT"/}"
-
-STEPS=()
-for w in "${WORKLOADS[@]}"; do
-	case $w in
-	bulk) STEPS+=(bulk1 bulk8) ;;
-	*) STEPS+=("$w") ;;
-	esac
-done
-for w in "${STEPS[@]}"; do
-	for ((r = 1; r <= ROUNDS; r++)); do
-		log "$w, round $r of $ROUNDS"
-		for sys in "${SYS_LIST[@]}"; do
-			run_one "$w" "$sys" "$r"
-		done
-	done
+apt_install "${PKGS[@]}"
+for t in taskset ss go; do command -v "$t" >/dev/null || die "$t not found"; done
+for w in "${RUN[@]}"; do
+	for t in $("${w}_tools"); do command -v "$t" >/dev/null || die "$t not found (needed by the $w workload)"; done
 done
 
-# ------------------------------------------------------------------ report
+# The report tool, built before anything is measured so that a failure
+# costs nothing.
+REPORT=$WORK/report
+GOWORK=off go build -o "$REPORT" ./bench/report >"$WORK/report-build.log" 2>&1 ||
+	die "building bench/report failed, see $WORK/report-build.log"
 
-# fmt_num METRIC VALUE: print a value with a precision fitting the metric.
-fmt_num() {
-	[[ -z $2 ]] && {
-		echo "–"
-		return
-	}
-	case $1 in
-	bulk*) awk -v v="$2" 'BEGIN{printf "%.1f", v}' ;;
-	conn | rr_rps) awk -v v="$2" 'BEGIN{printf "%.1fk", v/1000}' ;;
-	rr_p50 | rr_p99) awk -v v="$2" 'BEGIN{printf "%.3f", v}' ;;
-	idle) awk -v v="$2" 'BEGIN{printf "%.2f", v}' ;;
-	idlecpu) awk -v v="$2" 'BEGIN{printf "%.2f", v}' ;;
-	esac
-}
-
-METRICS=()
-for w in "${STEPS[@]}"; do
-	case $w in
-	rr) METRICS+=(rr_rps rr_p50 rr_p99) ;;
-	idle) METRICS+=(idle idlecpu) ;;
-	*) METRICS+=("$w") ;;
-	esac
-done
-
-declare -A LABEL=(
-	[bulk1]="bulk, iperf3 -P 1 (Gbit/s)"
-	[bulk8]="bulk, iperf3 -P 8 (Gbit/s)"
-	[conn]="connection rate, Connection: close, 32 conns (conn/s)"
-	[rr_rps]="request/response, keep-alive, 64 conns (req/s)"
-	[rr_p50]="request/response p50 (ms)"
-	[rr_p99]="request/response p99 (ms)"
-	[idle]="memory per idle connection, $IDLE_CONNS conns (KiB RSS)"
-	[idlecpu]="CPU while holding $IDLE_CONNS idle conns (% of a core)"
-)
-declare -A SHORT=([bulk1]="bulk -P1" [bulk8]="bulk -P8" [conn]="conn/s" [rr_rps]="rr req/s"
-	[rr_p50]="rr p50" [rr_p99]="rr p99" [idle]="idle KiB/conn" [idlecpu]="idle CPU %")
-declare -A TARGET=([bulk1]="≥ 1.0" [bulk8]="≥ 1.0" [conn]="≥ 1.0" [rr_rps]="≥ 1.0" [rr_p50]="–"
-	[rr_p99]="≤ 1.0" [idle]="≤ 0.6" [idlecpu]="–")
-declare -A TARGET_OK=([bulk1]=">= 1.0" [bulk8]=">= 1.0" [conn]=">= 1.0" [rr_rps]=">= 1.0"
-	[rr_p99]="<= 1.0" [idle]="<= 0.6")
-
-declare -A MED
-for m in "${METRICS[@]}"; do
-	for s in direct haproxy nginx lbd; do
-		MED[$m|$s]=$(median "${VAL[$m|$s]:-}")
-	done
-done
+# ---------------------------------------------------------- what is running
 
 # version_of TOOL: its version, or "?"; never fails.
 version_of() {
@@ -730,231 +359,427 @@ version_of() {
 	wrk) v=$(wrk -v 2>&1 | awk 'NR == 1 {print $2}') || true ;;
 	iperf3) v=$(iperf3 --version 2>/dev/null | awk 'NR == 1 {print $2}') || true ;;
 	go) v=$(go version 2>/dev/null | awk '{print $3}') || true ;;
+	dnsperf) v=$(dnsperf -h 2>&1 | awk '/^Version/ {print $2; exit}') || true ;;
+	dnsmasq) v=$(dnsmasq --version 2>/dev/null | awk 'NR == 1 {print $3}') || true ;;
 	esac
 	echo "${v:-?}"
 } 2>/dev/null
 
-relpath() { sed "s|$ROOT/||g"; }
+meta host "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(nproc --all) CPUs, kernel $(uname -r)"
+meta proxy_cpu "$PROXY_CPU"
+meta client_cpu "$CLIENT_CPU"
+for t in haproxy nginx wrk iperf3 go dnsperf dnsmasq; do
+	command -v "$t" >/dev/null && meta version "$t" "$(version_of "$t")"
+done
+if [[ -x $LBD ]]; then meta version lbd "$(version_of lbd)"; else meta lbd_built 0; fi
+meta strip "$TMP/"
+meta strip "$ROOT/"
 
-write_report() {
-	local md=$1 m s cols=() v hdr sep line r_h r_n r_nh
-	for s in direct haproxy nginx lbd; do
-		if has_system "$s" || [[ -n ${MED[${METRICS[0]}|$s]:-} ]] || [[ $s == lbd && -n $LBD_SKIP_REASON ]]; then
-			cols+=("$s")
+# ------------------------------------------------------- ports and readiness
+
+listening() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+udp_bound() { [[ -n $(ss -Huln "sport = :$1" 2>/dev/null) ]]; }
+
+# wait_for CHECK PORT PID SECONDS: wait until `CHECK PORT` holds; fail early
+# if PID dies.
+wait_for() {
+	local check=$1 port=$2 pid=$3 i
+	for ((i = 0; i < $4 * 20; i++)); do
+		"$check" "$port" && return 0
+		alive "$pid" || return 1
+		sleep 0.05
+	done
+	return 1
+}
+wait_listen() { wait_for listening "$@"; }
+wait_udp() { wait_for udp_bound "$@"; }
+
+# check_ports_free: every "tcp PORT" and "udp PORT" the workload's
+# <w>_ports prints must be free.
+check_ports_free() {
+	local proto p busy=() nums=()
+	while read -r proto p; do
+		if [[ $proto == udp ]]; then udp_bound "$p" && busy+=("udp/$p") && nums+=("$p"); else
+			listening "$p" && busy+=("tcp/$p") && nums+=("$p")
+		fi
+	done < <("${W}_ports")
+	[[ ${#busy[@]} == 0 ]] && return 0
+	ss -Htulnp | grep -E ":($(
+		IFS='|'
+		echo "${nums[*]}"
+	))\b" >&2 || true
+	die "ports already in use: ${busy[*]}; set PORT_BASE to a free range"
+}
+
+# ------------------------------------------------------------------ command lines
+
+# show_cmd ARGS...: a command line for the report, quoting what needs it:
+# in double quotes when nothing inside would expand, else in single quotes.
+show_cmd() {
+	local a out=() sq="'"
+	for a in "$@"; do
+		if [[ -n $a && ! $a =~ [[:space:]\;\"\$\'\(\)\&\|\<\>\*\?\`\\] ]]; then
+			out+=("$a")
+		elif [[ ! $a =~ [\"\$\`\\] ]]; then
+			out+=("\"$a\"")
+		else
+			out+=("$sq${a//$sq/$sq\\$sq$sq}$sq")
 		fi
 	done
-	{
-		echo "# lbd TCP benchmarks"
-		echo
-		echo "Written by \`bench/run.sh\` (\`make bench\`) on $(date -u '+%Y-%m-%d %H:%M UTC')."
-		echo
-		echo "- Host: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(nproc --all) CPUs, kernel $(uname -r)"
-		echo "- Versions: HAProxy $(version_of haproxy), nginx $(version_of nginx), lbd $(
-			if [[ -x $LBD ]]; then version_of lbd; else echo 'not built'; fi
-		), wrk $(version_of wrk), iperf3 $(version_of iperf3), $(version_of go)"
-		echo "- Each proxy runs alone on CPU $PROXY_CPU (\`taskset -c $PROXY_CPU\`), freshly started for every measurement; clients and backends run on CPU $CLIENT_CPU. All traffic is on 127.0.0.1."
-		echo "- Workloads: ${WORKLOADS[*]}; systems in run order: ${SYSTEMS_RUN[*]}; $ROUNDS round(s) per cell, systems interleaved within each round; the table shows the median. iperf3 runs ${BULK_SECS} s, wrk ${WRK_SECS} s."
-		echo "- Run-to-run spread on this kind of machine is 10–20%: compare only within one run."
-		[[ -n $LBD_SKIP_REASON ]] && echo "- **lbd was skipped:** $(relpath <<<"$LBD_SKIP_REASON")."
-		echo
-		hdr="| workload |"
-		sep="|---|"
-		for s in "${cols[@]}"; do
-			hdr+=" $(sysname "$s") |"
-			sep+="---:|"
-		done
-		hdr+=" nginx/HAProxy | lbd/HAProxy | lbd/nginx | target lbd/HAProxy |"
-		sep+="---:|---:|---:|---|"
-		echo "$hdr"
-		echo "$sep"
-		for m in "${METRICS[@]}"; do
-			line="| ${LABEL[$m]} |"
-			for s in "${cols[@]}"; do line+=" $(fmt_num "$m" "${MED[$m|$s]}") |"; done
-			r_h=$(ratio "${MED[$m|lbd]}" "${MED[$m|haproxy]}")
-			r_n=$(ratio "${MED[$m|lbd]}" "${MED[$m|nginx]}")
-			local met=""
-			if [[ -n $r_h && -n ${TARGET_OK[$m]:-} ]]; then
-				if awk -v r="$r_h" -v t="${TARGET_OK[$m]}" 'BEGIN{split(t, a, " "); exit !((a[1] == ">=") ? r >= a[2] : r <= a[2])}'; then
-					met=" (met)"
-				else
-					met=" (**not met**)"
-				fi
-			fi
-			r_nh=$(ratio "${MED[$m|nginx]}" "${MED[$m|haproxy]}")
-			line+=" ${r_nh:-–} | ${r_h:-–} | ${r_n:-–} | ${TARGET[$m]}$met |"
-			echo "$line"
-		done
-		echo
-		echo "Higher is better except for latency and memory. The memory row is the growth of the proxy's VmRSS (summed over its processes) while $IDLE_CONNS connections, each with one byte exchanged end to end, are held open, divided by $IDLE_CONNS; it has no direct row. The idle CPU row is the CPU the proxy used over $IDLE_CPU_SECS s while holding them (its timers and housekeeping), in percent of one core."
-		echo
-		echo "## Every round"
-		echo
-		echo "| workload | system | values, in round order | proxy CPU % | others on CPU $PROXY_CPU % |"
-		echo "|---|---|---|---|---|"
-		for m in "${METRICS[@]}"; do
-			for s in "${cols[@]}"; do
-				v=${VAL[$m|$s]:-}
-				[[ -z $v && $s == lbd ]] && continue
-				echo "| ${SHORT[$m]} | $(sysname "$s") | ${v:-–} | ${CPU[$m|$s]:-–} | ${OTHER[$m|$s]:-–} |"
-			done
-		done
-		echo
-		echo "Proxy CPU % is the proxy's user+system CPU time over the load's duration (100 = its whole core); the last column is the user+system time of every other process on the proxy's core, which should be near 0."
-		if [[ ${#NOTES[@]} -gt 0 ]]; then
-			echo
-			echo "## Problems during the run"
-			echo
-			for v in "${NOTES[@]}"; do echo "- $(relpath <<<"$v")"; done
-		fi
-		echo
-		echo "## Commands"
-		echo
-		echo '```sh'
-		echo "# backends (CPU $CLIENT_CPU)"
-		has_workload bulk && echo "taskset -c $CLIENT_CPU iperf3 -s -B 127.0.0.1 -p $B_IPERF"
-		if has_workload conn || has_workload rr; then
-			echo "taskset -c $CLIENT_CPU nginx -c nginx-backend.conf -g 'daemon off;'   # return 200 \"ok\" on 127.0.0.1:$B_HTTP"
-		fi
-		has_workload idle && echo "# idle: bench/idleconns is the backend itself, listening on 127.0.0.1:$B_IDLE"
-		echo "# proxies (CPU $PROXY_CPU), one fresh process per measurement"
-		for s in "${cols[@]}"; do
-			[[ $s == direct ]] && continue
-			echo "${PROXY_CMD[$s]}   # $(sysname "$s")" | relpath
-		done
-		echo "# clients (CPU $CLIENT_CPU)"
-		for m in "${STEPS[@]}"; do
-			for s in "${cols[@]}"; do
-				[[ -n ${CMDLINE[$m|$s]:-} ]] && echo "${CMDLINE[$m|$s]}   # $(sysname "$s")" | relpath
-			done
-		done
-		echo '```'
-		echo
-		echo "## Configurations"
-		for s in "${cols[@]}"; do
-			case $s in
-			haproxy) v=haproxy.cfg ;;
-			nginx) v=nginx-stream.conf ;;
-			lbd) v=lbd.toml ;;
-			*) continue ;;
-			esac
-			echo
-			echo "\`$v\`:"
-			echo
-			echo '```'
-			relpath <"$WORK/conf/$v"
-			echo '```'
-		done
-		if has_workload conn || has_workload rr; then
-			echo
-			echo "\`nginx-backend.conf\`:"
-			echo
-			echo '```'
-			relpath <"$WORK/conf/nginx-backend.conf"
-			echo '```'
-		fi
-	} >"$md"
+	echo "${out[*]}"
 }
 
-color_of() {
-	case $1 in haproxy) echo '#8c8c8c' ;; nginx) echo '#2ca25f' ;; lbd) echo '#2b6cb0' ;; *) echo '#000000' ;; esac
+# nginx_argv DIR CONF: NGINX_ARGV is nginx in the foreground with its
+# prefix, error log and pid file in DIR.
+nginx_argv() { NGINX_ARGV=(nginx -p "$1/" -e "$1/logs/error.log" -c "$2" -g 'daemon off;'); }
+
+# start_backend NAME LOGFILE CMD...: a backend on CPU 0, in the report's
+# commands, its CPU time kept apart from other processes'.
+start_backend() {
+	local logf=$2
+	meta backend "$1" "$(show_cmd taskset -c "$CLIENT_CPU" "${@:3}")"
+	shift 2
+	start_bg "$logf" taskset -c "$CLIENT_CPU" "$@"
+	BACKEND_PIDS+=("$LAST_PID")
 }
 
-write_plot() {
-	local png=$1 dat=$WORK/tcp-ratios.dat gp=$WORK/tcp.gp m s v cols=() n=0 any=0
-	if [[ -z $(for m in "${METRICS[@]}"; do echo "${MED[$m|haproxy]:-}"; done | tr -d '\n') ]]; then
-		log "no HAProxy results, so no plot of ratios to HAProxy"
+# ------------------------------------------------------------ config checks
+
+# lbd_check CONF WHAT skip|note: `lbd check` on CONF; a rejection skips lbd
+# (skip) or is only logged (note: check may lag behind run, and a failing
+# start skips lbd anyway). A missing binary always skips it.
+lbd_check() {
+	has_system lbd || return 0
+	if [[ ! -x $LBD ]]; then
+		skip_lbd "$LBD not found or not executable (run make build)"
+	elif ! "$LBD" check -c "$1" >"$WDIR/raw/lbd-check.log" 2>&1; then
+		if [[ $3 == note ]]; then
+			log "note: '$LBD check' did not accept the config: $(head -c 300 "$WDIR/raw/lbd-check.log")"
+		else
+			skip_lbd "\`$LBD check\` rejects the $2 config: $(sed "s|$WDIR/conf/||" "$WDIR/raw/lbd-check.log" | head -c 400 | paste -sd ';' | sed 's/;/; /g')"
+		fi
+	fi
+}
+
+# skip_lbd REASON: lbd is not measured any more in this workload.
+skip_lbd() {
+	LBD_SKIP_REASON=$1
+	meta lbd_skip "$1"
+	warn "$1; skipping lbd"
+	drop_system lbd
+}
+
+# check_nginx LABEL DIR CONF: nginx -t on a proxy config; nginx is skipped
+# when it is rejected.
+check_nginx() {
+	has_system nginx || return 0
+	nginx_argv "$2" "$3"
+	"${NGINX_ARGV[@]:0:7}" -t >"$WDIR/raw/nginx-$1-test.log" 2>&1 || {
+		warn "nginx $1 config rejected, skipping nginx: $(tail -n 2 "$WDIR/raw/nginx-$1-test.log" | tr '\n' ' ')"
+		drop_system nginx
+	}
+}
+
+# check_haproxy CONF: haproxy -c; HAProxy is skipped when it is rejected.
+check_haproxy() {
+	has_system haproxy || return 0
+	haproxy -c -f "$1" >"$WDIR/raw/haproxy-check.log" 2>&1 || {
+		warn "HAProxy config rejected, skipping HAProxy: $(tail -n 2 "$WDIR/raw/haproxy-check.log" | tr '\n' ' ')"
+		drop_system haproxy
+	}
+}
+
+# ------------------------------------------------------------------ proxies
+
+# start_proxy SYSTEM STEP: a fresh proxy on CPU 1 for one measurement,
+# ready: bound to the port <w>_port gives and answering <w>_probe, if the
+# workload has one. direct starts nothing.
+start_proxy() {
+	local sys=$1 step=$2 proto port
+	PROXY_PID=
+	[[ $sys == direct ]] && return 0
+	PROXY_ENV=()
+	"${W}_proxy" "$sys"
+	read -r proto port < <("${W}_port" "$sys" "$step")
+	PROXY_SEQ=$((PROXY_SEQ + 1))
+	PROXY_LOG=$WDIR/raw/proxy-$PROXY_SEQ-$sys.log
+	start_bg "$PROXY_LOG" env "${PROXY_ENV[@]}" taskset -c "$PROXY_CPU" "${PROXY_ARGV[@]}"
+	PROXY_PID=$LAST_PID
+	local check=listening
+	[[ $proto == udp ]] && check=udp_bound
+	if ! wait_for "$check" "$port" "$PROXY_PID" 10 ||
+		{ declare -F "${W}_probe" >/dev/null && ! "${W}_probe" "$sys" "$step" "$port"; }; then
+		log "$sys did not come up on $proto 127.0.0.1:$port; its output ($PROXY_LOG):"
+		tail -n 20 "$PROXY_LOG" >&2 || true
+		stop_pid "$PROXY_PID"
+		PROXY_PID=
+		return 1
+	fi
+	sleep 0.3 # let it finish starting before anything is measured
+}
+
+stop_proxy() {
+	[[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
+	PROXY_PID=
+}
+
+# proxy_ok SYSTEM: is the proxy still running after a measurement?
+proxy_ok() {
+	[[ $1 == direct ]] && return 0
+	alive "$PROXY_PID" && return 0
+	warn "$1 exited during the measurement, see $PROXY_LOG"
+	return 1
+}
+
+# ------------------------------------------------------------- CPU accounting
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# proc_sum PID FILE AWK: the sum over the process and its descendants of
+# what AWK prints from /proc/PID/FILE; 0 without a PID (direct has none).
+proc_sum() {
+	local p sum=0 v
+	[[ -n $1 ]] || {
+		echo 0
+		return
+	}
+	for p in "$1" $(descendants "$1"); do
+		v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || true)
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
+}
+
+# cpu_ticks PID: utime+stime of the process and its descendants.
+cpu_ticks() { proc_sum "$1" stat '{print $14+$15}'; }
+
+# rss_kb PID: VmRSS in kB, summed over the process and its descendants.
+rss_kb() { proc_sum "$1" status '/^VmRSS:/{print $2}'; }
+
+# backend_ticks: cpu_ticks summed over the workload's backends.
+backend_ticks() {
+	local p sum=0
+	for p in "${BACKEND_PIDS[@]}"; do sum=$((sum + $(cpu_ticks "$p"))); done
+	echo "$sum"
+}
+
+# core_ticks CPU [busy]: user+nice+system clock ticks of one CPU; with
+# "busy", irq, softirq and steal time too.
+core_ticks() {
+	awk -v c="cpu$1" -v all="${2:-}" '$1 == c {print $2 + $3 + $4 + (all == "busy" ? $7 + $8 + $9 : 0)}' /proc/stat
+}
+
+# elapsed START: seconds since START, an earlier $EPOCHREALTIME.
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f", b - a}'; }
+
+# pct TICKS_BEFORE TICKS_AFTER SECONDS
+pct() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$CLK_TCK" 'BEGIN{printf "%.0f", (b-a)/hz/s*100}'; }
+
+# cpu_pct PID SECS: the CPU the process and its descendants use over the
+# next SECS seconds, in percent of one core.
+cpu_pct() {
+	local t0 t1
+	t0=$(cpu_ticks "$1")
+	sleep "$2"
+	t1=$(cpu_ticks "$1")
+	awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v s="$2" 'BEGIN{printf "%.3f", (b-a)*100/hz/s}'
+}
+
+# children_secs: CHILD_SECS = user+system seconds of this shell's reaped
+# children so far (a load runs in the foreground, so its time lands here
+# when it exits). Never call it in $(...): a subshell has children of its own.
+children_secs() {
+	times >"$TMP/times"
+	CHILD_SECS=$(awk 'NR == 2 {
+		t = 0
+		for (i = 1; i <= 2; i++) { split($i, a, "m"); sub(/s$/, "", a[2]); t += a[1] * 60 + a[2] }
+		printf "%.3f", t
+	}' "$TMP/times")
+}
+
+# quiet_check WHAT: warn when the machine is busy right before a measurement.
+quiet_check() {
+	local a0 a1 b0 b1 u0 u1 w0 secs
+	a0=$(core_ticks 0 busy)
+	a1=$(core_ticks 1 busy)
+	w0=$EPOCHREALTIME
+	sleep 0.5
+	b0=$(core_ticks 0 busy)
+	b1=$(core_ticks 1 busy)
+	secs=$(elapsed "$w0")
+	u0=$(pct "$a0" "$b0" "$secs")
+	u1=$(pct "$a1" "$b1" "$secs")
+	if [[ $u0 -gt 20 || $u1 -gt 20 ]]; then
+		warn "$1: the machine was busy just before (CPU 0 ${u0}%, CPU 1 ${u1}%), so this figure is unreliable"
+	fi
+}
+
+# load_begin; ...; load_end STEP SYSTEM ROUND: record, for one load, the
+# proxy's CPU (cpu), that of every other process on its core (other1), how
+# busy CPU 0 was (busy0) and what ran there besides the load and the
+# backends (other0). A shared proxy core makes the figure worthless, so
+# that is flagged; with WATCH_CPU0=1 (the workload's clients and backends
+# saturate CPU 0) a shared CPU 0 is flagged too, unless CPU0_SPARE=1 says
+# that this load leaves room there and CPU 0 was below 90%.
+load_begin() {
+	L_T0=$(cpu_ticks "$PROXY_PID")
+	L_C0=$(core_ticks "$PROXY_CPU")
+	L_Z0=$(core_ticks "$CLIENT_CPU" busy)
+	L_D0=$(backend_ticks)
+	children_secs
+	L_K0=$CHILD_SECS
+	L_W0=$EPOCHREALTIME
+}
+load_end() {
+	local t1 c1 z1 d1 k1 secs other1 other0 busy0
+	children_secs
+	k1=$CHILD_SECS
+	t1=$(cpu_ticks "$PROXY_PID")
+	c1=$(core_ticks "$PROXY_CPU")
+	z1=$(core_ticks "$CLIENT_CPU" busy)
+	d1=$(backend_ticks)
+	secs=$(elapsed "$L_W0")
+	[[ $2 == direct ]] || emit "$1" "$2" "$3" cpu "$(pct "$L_T0" "$t1" "$secs")"
+	other1=$(awk -v c=$((c1 - L_C0)) -v t=$((t1 - L_T0)) -v s="$secs" -v hz="$CLK_TCK" \
+		'BEGIN{o = (c - t) / hz / s * 100; if (o < 0) o = 0; printf "%.0f", o}')
+	busy0=$(pct "$L_Z0" "$z1" "$secs")
+	other0=$(awk -v c=$((z1 - L_Z0)) -v d=$((d1 - L_D0)) -v k="$L_K0" -v k1="$k1" -v s="$secs" -v hz="$CLK_TCK" \
+		'BEGIN{o = (c / hz - d / hz - (k1 - k)) / s * 100; if (o < 0) o = 0; printf "%.0f", o}')
+	emit "$1" "$2" "$3" other1 "$other1"
+	emit "$1" "$2" "$3" other0 "$other0"
+	emit "$1" "$2" "$3" busy0 "$busy0"
+	if [[ $2 != direct && $other1 -gt 10 ]]; then
+		warn "$1/$2 round $3: other processes used ${other1}% of CPU $PROXY_CPU during the load, so this figure is unreliable"
+	fi
+	if [[ $WATCH_CPU0 == 1 && $other0 -gt 10 && (${CPU0_SPARE:-0} != 1 || $busy0 -ge 90) ]]; then
+		warn "$1/$2 round $3: other processes used ${other0}% of CPU $CLIENT_CPU (the clients' and backends' core) during the load, so this figure is unreliable"
+	fi
+}
+
+declare -A CLIENT_SHOWN
+# load STEP SYSTEM ROUND SECS OUT CMD...: one load of CMD on CPU 0, bounded
+# to SECS + 30 s: a quiet-machine check first, then CMD with its output in
+# OUT (standard error in OUT.err) and its CPU figures recorded. Fails if CMD
+# fails or the proxy exited.
+load() {
+	local step=$1 sys=$2 r=$3 secs=$4 out=$5
+	shift 5
+	local cmd=(taskset -c "$CLIENT_CPU" "$@")
+	if [[ -z ${CLIENT_SHOWN[$step|$sys]:-} ]]; then
+		CLIENT_SHOWN[$step|$sys]=1
+		meta client "$step" "$sys" "$(show_cmd "${cmd[@]}")"
+	fi
+	quiet_check "$step/$sys round $r"
+	load_begin
+	if ! timeout $((secs + 30)) "${cmd[@]}" >"$out" 2>"$out.err" </dev/null; then
+		warn "$step/$sys round $r: $1 failed: $(tail -n 3 "$out" "$out.err" 2>/dev/null | grep -v '^==>' | tr '\n' ' ' | head -c 400) (see $out)"
+		return 1
+	fi
+	load_end "$step" "$sys" "$r"
+	proxy_ok "$sys"
+}
+
+# ------------------------------------------------------------- tool output
+
+# wrk_stats FILE: requests/s (rounded), requests, p50 and p99 in ms, non-2xx
+# responses, socket errors; "-" for what is missing.
+wrk_stats() {
+	awk '
+	function ms(v) {
+		if (v ~ /us$/) { sub(/us$/, "", v); return sprintf("%.3f", v / 1000) }
+		if (v ~ /ms$/) { sub(/ms$/, "", v); return sprintf("%.3f", v) }
+		if (v ~ /m$/) { sub(/m$/, "", v); return sprintf("%.3f", v * 60000) }
+		if (v ~ /s$/) { sub(/s$/, "", v); return sprintf("%.3f", v * 1000) }
+		return "-"
+	}
+	BEGIN { rps = total = p50 = p99 = "-"; non2xx = errs = 0 }
+	/^Requests\/sec:/ { rps = sprintf("%.0f", $2) }
+	/ requests in / { total = $1 }
+	$1 == "50%" && p50 == "-" { p50 = ms($2) }
+	$1 == "99%" && p99 == "-" { p99 = ms($2) }
+	/Non-2xx or 3xx responses:/ { non2xx = $NF }
+	/Socket errors:/ { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
+	END { print rps, total, p50, p99, non2xx, errs }' "$1"
+}
+
+# ------------------------------------------------------------------ running
+
+# run_unit STEP SYSTEM ROUND: one measurement on a freshly started proxy.
+run_unit() {
+	local step=$1 sys=$2 r=$3
+	"${W}_runs" "$step" "$sys" || return 0
+	if ! start_proxy "$sys" "$step"; then
+		if [[ $sys == lbd ]]; then
+			skip_lbd "lbd did not start or did not answer as expected (see $PROXY_LOG)"
+		else
+			warn "$step/$sys did not start or did not answer as expected in round $r (see $PROXY_LOG)"
+		fi
 		return 0
 	fi
-	for s in haproxy nginx lbd; do
-		for m in "${METRICS[@]}"; do [[ -n ${MED[$m|$s]:-} ]] && {
-			cols+=("$s")
-			break
-		}; done
-	done
-	{
-		printf '"metric"'
-		for s in "${cols[@]}"; do printf ' "%s"' "$(sysname "$s")"; done
-		echo
-		for m in "${METRICS[@]}"; do
-			[[ -n ${MED[$m|haproxy]:-} ]] || continue
-			printf '"%s"' "${SHORT[$m]}"
-			for s in "${cols[@]}"; do
-				v=$(ratio "${MED[$m|$s]:-}" "${MED[$m|haproxy]}")
-				printf ' %s' "${v:-NaN}"
-			done
-			echo
-			any=1
-		done
-	} >"$dat"
-	[[ $any == 1 ]] || return 0
-	local term="pngcairo size 1100,560 font ',11'"
-	gnuplot -e 'set terminal pngcairo' >/dev/null 2>&1 || term="png size 1100,560"
-	{
-		echo "set terminal $term"
-		echo "set output '$png'"
-		printf 'set title "TCP proxies on one core, ratio to HAProxy in the same run (%s)\\nhigher is better, except rr p50/p99 and idle KiB/conn"\n' "$(date -u +%Y-%m-%d)"
-		echo "set style data histograms"
-		echo "set style histogram clustered gap 1"
-		echo "set style fill solid 0.85 border -1"
-		echo "set boxwidth 0.9"
-		echo "set ylabel 'ratio to HAProxy'"
-		echo "set yrange [0:*]"
-		echo "set grid ytics"
-		echo "set key outside right top"
-		echo "set datafile missing 'NaN'"
-		echo "set key autotitle columnheader"
-		echo "set offsets 0, 0, graph 0.08, 0"
-		echo "set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5 lc rgb 'black'"
-		local k=${#cols[@]} col off
-		printf "plot "
-		for s in "${cols[@]}"; do
-			n=$((n + 1))
-			col=$((n + 1))
-			[[ $n -gt 1 ]] && printf ", "
-			if [[ $n == 1 ]]; then
-				printf "'%s' using %d:xtic(1) title columnheader(%d) lc rgb '%s'" "$dat" "$col" "$col" "$(color_of "$s")"
-			else
-				printf "'' using %d title columnheader(%d) lc rgb '%s'" "$col" "$col" "$(color_of "$s")"
-			fi
-		done
-		# Value labels over the bars: bar i of k sits at row + (i - (k-1)/2) / (k + gap).
-		n=0
-		for s in "${cols[@]}"; do
-			off=$(awk -v i="$n" -v k="$k" 'BEGIN{printf "%.4f", (i - (k - 1) / 2) / (k + 1)}')
-			n=$((n + 1))
-			col=$((n + 1))
-			printf ", '' using (\$0 + %s):%d:(column(%d) == column(%d) ? sprintf('%%.2f', column(%d)) : '') with labels offset 0,0.7 font ',9' notitle" \
-				"$off" "$col" "$col" "$col" "$col"
-		done
-		echo
-	} >"$gp"
-	if gnuplot "$gp" >"$WORK/gnuplot.log" 2>&1; then
-		log "plot: ${png#"$ROOT"/}"
-	else
-		warn "gnuplot failed, see $WORK/gnuplot.log"
-	fi
+	"${W}_measure" "$step" "$sys" "$r" || true
+	stop_proxy
+	sleep "$COOLDOWN"
 }
 
-mkdir -p "$RESULTS_DIR"
-write_plot "$(cd "$RESULTS_DIR" && pwd)/tcp.png"
-write_report "$RESULTS_DIR/tcp.md"
-cp "$RESULTS_DIR/tcp.md" "$WORK/tcp.md"
-log "table: $RESULTS_DIR/tcp.md"
-echo
-awk '/^\| workload \|/ {t = 1} t && /^$/ {exit} t' "$RESULTS_DIR/tcp.md"
+backends_alive() {
+	local p
+	for p in "${BACKEND_PIDS[@]}"; do
+		alive "$p" || die "a backend exited (pid $p), see the logs in $WDIR/raw"
+	done
+}
 
-if [[ $RUN_UDP == 1 ]]; then
-	# Stop the TCP backends first, so that the UDP run has the machine to itself.
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+# run_workload W: the whole of one workload, from its configs to its report.
+run_workload() {
+	W=$1
+	WDIR=$WORK/$W
+	mkdir -p "$WDIR/raw" "$WDIR/conf"
+	read -r -a SYS_LIST <<<"$SYSTEMS"
+	LBD_SKIP_REASON=
+	WATCH_CPU0=0
+	PROXY_ENV=()
+	CLIENT_SHOWN=()
+	meta rounds "$ROUNDS"
+	meta systems "$SYSTEMS"
+	meta strip "$WDIR/conf/"
+	"${W}_prepare"
+	[[ ${#SYS_LIST[@]} -gt 0 ]] || die "no system in SYSTEMS runs the $W workload"
+	check_ports_free
+	"${W}_configs"
+	"${W}_check"
+	[[ ${#SYS_LIST[@]} -gt 0 ]] || die "no system left to measure"
+	meta systems_run "${SYS_LIST[*]}"
+	local s step r line plan
+	for s in "${SYS_LIST[@]}"; do
+		[[ $s == direct ]] && continue
+		PROXY_ENV=()
+		"${W}_proxy" "$s"
+		meta proxy "$s" "$(show_cmd "${PROXY_ENV[@]}" taskset -c "$PROXY_CPU" "${PROXY_ARGV[@]}")"
+	done
+	"${W}_backends"
+	log "systems: ${SYS_LIST[*]}; rounds: $ROUNDS; raw outputs: ${WDIR#"$ROOT"/}"
+	mapfile -t plan < <("${W}_plan")
+	for line in "${plan[@]}"; do
+		read -r step r <<<"$line"
+		log "$step, round $r of $ROUNDS"
+		for s in "${SYS_LIST[@]}"; do
+			run_unit "$step" "$s" "$r"
+		done
+		backends_alive
+	done
+	stop_all
+	declare -F "${W}_finish" >/dev/null && "${W}_finish"
+	meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+	mkdir -p "$RESULTS_DIR"
+	"$REPORT" -in "$WORK" -out "$RESULTS_DIR" "$W" || die "bench/report failed for $W"
+	cp "$RESULTS_DIR/$W.md" "$WDIR/$W.md"
 	echo
-	log "udp: running bench/udp.sh"
-	LBD_BENCH_LOCKED=1 "$ROOT/bench/udp.sh"
-fi
+	awk '/^\| (workload|metric) \|/ {t = 1} t && /^$/ {exit} t' "$RESULTS_DIR/$W.md"
+	if grep -q '^| target |' "$RESULTS_DIR/$W.md"; then
+		echo
+		awk '/^\| target \|/ {t = 1} t && /^$/ {exit} t' "$RESULTS_DIR/$W.md"
+	fi
+	echo
+	W='*'
+}
 
-if [[ $RUN_HTTP == 1 ]]; then
-	# The HTTP run needs the machine to itself too.
-	for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-	echo
-	log "http: running bench/http.sh"
-	LBD_BENCH_LOCKED=1 "$ROOT/bench/http.sh"
-fi
+for w in "${RUN[@]}"; do run_workload "$w"; done
