@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"io"
 	"log/slog"
 	"net"
@@ -26,45 +27,20 @@ func liveLBD(t *testing.T) (sock, front, file string, backends []string) {
 	for i := 0; i < 3; i++ {
 		backends = append(backends, nettest.EchoTCP(t))
 	}
-	dir := t.TempDir()
-	sock = filepath.Join(dir, "run", "admin.sock")
-	file = filepath.Join(dir, "lbd.toml")
+	cf := conftest.New(t)
+	sock = filepath.Join(cf.Dir(), "run", "admin.sock")
 	// One loop: wrr then hands out backends in one deterministic sequence,
 	// which the golden tables' TOTAL column relies on.
-	text := fmt.Sprintf(`[global]
-workers = 1
-admin_socket = %q
-metrics_listen = ""
-state_file = %q
-
-[[listener]]
-name = "front"
-bind = %q
-pool = "web"
-
-[[pool]]
-name = "web"
-algorithm = "wrr"
-  [[pool.backend]]
-  name = "web-1"
-  address = %q
-  [[pool.backend]]
-  name = "web-2"
-  address = %q
-  [pool.health_check]
-  type = "tcp"
-
-[[pool]]
-name = "db"
-algorithm = "least_conn"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, sock, filepath.Join(dir, "state.json"), "127.0.0.1:0", backends[0], backends[1], backends[2])
-	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cf.Global("workers", 1, "admin_socket", sock, "state_file", filepath.Join(cf.Dir(), "state.json"))
+	cf.Listener("front", "pool", "web")
+	web := cf.Pool("web", "algorithm", "wrr")
+	web.Backend(backends[0], "name", "web-1")
+	web.Backend(backends[1], "name", "web-2")
+	web.HealthCheck("type", "tcp")
+	db := cf.Pool("db", "algorithm", "least_conn")
+	db.Backend(backends[2])
+	db.HealthCheck("type", "none")
+	file = cf.Write(t, "lbd.toml")
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)

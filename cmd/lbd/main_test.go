@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"io"
 	"net"
 	"os"
@@ -83,27 +84,12 @@ func TestCommands(t *testing.T) {
 // startRun runs `lbd run` on a config with one listener in front of
 // backend, and waits until it accepts.
 func startRun(t *testing.T, bin, backend, shutdown string) (*exec.Cmd, string) {
-	cfg := fmt.Sprintf(`
-[global]
-workers = 2
-admin_socket = %q
-metrics_listen = ""
-shutdown_timeout = %q
-
-[[listener]]
-name = "front"
-bind = %q
-pool = "p"
-
-[[pool]]
-name = "p"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(t.TempDir(), "admin.sock"), shutdown, "127.0.0.1:0", backend)
-	cmd := exec.Command(bin, "run", "-c", writeFile(t, "lbd.toml", cfg))
+	cf := conftest.New(t).Global("workers", 2, "shutdown_timeout", shutdown)
+	cf.Listener("front", "pool", "p")
+	p := cf.Pool("p", "algorithm", "wrr")
+	p.Backend(backend)
+	p.HealthCheck("type", "none")
+	cmd := exec.Command(bin, "run", "-c", cf.Write(t, "lbd.toml"))
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

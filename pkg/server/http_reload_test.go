@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"io"
 	"net"
 	"net/http"
@@ -41,31 +42,18 @@ func TestHTTPReloadLimits(t *testing.T) {
 	})}
 	go be.Serve(l)
 	t.Cleanup(func() { be.Close() })
-	const anyPort = "127.0.0.1:0" // a port the kernel chooses, read back below
+	// The listener and the metrics endpoint bind ports the kernel
+	// chooses, read back below.
 	cert, key := selfSigned(t, dir, "reloaded")
-	conf := func(extra string) string {
-		return fmt.Sprintf(`[global]
-admin_socket = %q
-metrics_listen = %q
-
-[[listener]]
-name = "edge"
-bind = %q
-protocol = "http"
-%s
-  [[listener.route]]
-  pool = "web"
-
-[[pool]]
-name = "web"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(dir, "admin.sock"), anyPort, anyPort, extra, l.Addr().String())
+	conf := func(extra ...any) string {
+		cf := conftest.New(t).Global("admin_socket", filepath.Join(dir, "admin.sock"), "metrics_listen", conftest.AnyPort)
+		cf.Listener("edge", "protocol", "http").Set(extra...).Route("pool", "web")
+		web := cf.Pool("web", "algorithm", "wrr")
+		web.Backend(l.Addr().String())
+		web.HealthCheck("type", "none")
+		return cf.String()
 	}
-	f := newReloadFixture(t, conf("max_body_bytes = 1024"))
+	f := newReloadFixture(t, conf("max_body_bytes", 1024))
 	bind, metricsAddr := f.s.ListenerAddr("edge"), f.s.MetricsAddr()
 	sockets0, _ := openFDs(t)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
@@ -123,7 +111,7 @@ algorithm = "wrr"
 		}
 	}()
 
-	f.write(conf("max_body_bytes = 4096\nheader_timeout = \"3s\""))
+	f.write(conf("max_body_bytes", 4096, "header_timeout", 3*time.Second))
 	if _, err := f.s.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +124,7 @@ algorithm = "wrr"
 	}
 
 	// TLS on, on the same bind.
-	f.write(conf(fmt.Sprintf("max_body_bytes = 4096\ntls_cert_file = %q\ntls_key_file = %q", cert, key)))
+	f.write(conf("max_body_bytes", 4096, "tls_cert_file", cert, "tls_key_file", key))
 	if _, err := f.s.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -220,26 +208,12 @@ func reloadedTunnel(t *testing.T) (*reloadFixture, net.Conn, *bufio.Reader) {
 	go be.Serve(l)
 	t.Cleanup(func() { be.Close() })
 	conf := func(tunnel string) string {
-		return fmt.Sprintf(`[global]
-admin_socket = %q
-shutdown_timeout = "200ms"
-
-[[listener]]
-name = "edge"
-bind = %q
-protocol = "http"
-tunnel_timeout = %q
-  [[listener.route]]
-  pool = "ws"
-
-[[pool]]
-name = "ws"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(dir, "admin.sock"), "127.0.0.1:0", tunnel, l.Addr().String())
+		cf := conftest.New(t).Global("admin_socket", filepath.Join(dir, "admin.sock"), "shutdown_timeout", 200*time.Millisecond)
+		cf.Listener("edge", "protocol", "http", "tunnel_timeout", tunnel).Route("pool", "ws")
+		ws := cf.Pool("ws", "algorithm", "wrr")
+		ws.Backend(l.Addr().String())
+		ws.HealthCheck("type", "none")
+		return cf.String()
 	}
 	f := newReloadFixture(t, conf("1h"))
 	bind := f.s.ListenerAddr("edge")

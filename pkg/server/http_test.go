@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"io"
 	"math/big"
 	"net"
@@ -72,60 +73,23 @@ func TestHTTPListener(t *testing.T) {
 	os.WriteFile(secretFile, secret, 0o600)
 	certA, keyA := selfSigned(t, dir, "first")
 	api, web := httpBackend(t, "api"), httpBackend(t, "web")
-	const anyPort = "127.0.0.1:0" // a port the kernel chooses, read back below
+	// Listeners and the metrics endpoint bind ports the kernel chooses,
+	// read back below.
 	conf := func(apiPrefix, cert, key string) string {
-		return fmt.Sprintf(`[global]
-admin_socket = %q
-metrics_listen = %q
-
-[[listener]]
-name = "edge"
-bind = %q
-protocol = "http"
-  [[listener.route]]
-  path_prefix = %q
-  pool = "api"
-  auth = "jwt"
-  [[listener.route]]
-  path_prefix = "/limited/"
-  pool = "web"
-  rate_limit = { rate = 1, burst = 2, key = "client_ip" }
-  [[listener.route]]
-  path_prefix = "/web/"
-  pool = "web"
-
-[[listener]]
-name = "tls"
-bind = %q
-protocol = "http"
-tls_cert_file = %q
-tls_key_file = %q
-  [[listener.route]]
-  pool = "web"
-
-[[auth]]
-name = "jwt"
-type = "jwt"
-algorithms = ["HS256"]
-hmac_secret_file = %q
-forward_claims = { sub = "X-User-Id" }
-
-[[pool]]
-name = "api"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-
-[[pool]]
-name = "web"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(dir, "admin.sock"), anyPort, anyPort, apiPrefix, anyPort, cert, key, secretFile, api, web)
+		cf := conftest.New(t).Global("admin_socket", filepath.Join(dir, "admin.sock"), "metrics_listen", conftest.AnyPort)
+		edge := cf.Listener("edge", "protocol", "http")
+		edge.Route("path_prefix", apiPrefix, "pool", "api", "auth", "jwt")
+		edge.Route("path_prefix", "/limited/", "pool", "web", "rate_limit", conftest.Raw(`{ rate = 1, burst = 2, key = "client_ip" }`))
+		edge.Route("path_prefix", "/web/", "pool", "web")
+		cf.Listener("tls", "protocol", "http", "tls_cert_file", cert, "tls_key_file", key).Route("pool", "web")
+		cf.Auth("jwt", "type", "jwt", "algorithms", []string{"HS256"}, "hmac_secret_file", secretFile,
+			"forward_claims", map[string]string{"sub": "X-User-Id"})
+		for name, addr := range map[string]string{"api": api, "web": web} {
+			p := cf.Pool(name, "algorithm", "wrr")
+			p.Backend(addr)
+			p.HealthCheck("type", "none")
+		}
+		return cf.String()
 	}
 	f := newReloadFixture(t, conf("/api/", certA, keyA))
 	plain, secure, metricsAddr := f.s.ListenerAddr("edge"), f.s.ListenerAddr("tls"), f.s.MetricsAddr()
@@ -235,7 +199,6 @@ algorithm = "wrr"
 // it), refuses connections from elsewhere, and answers 503 past
 // max_connections.
 func TestHTTPProxyHeaderAndLimit(t *testing.T) {
-	dir := t.TempDir()
 	xff := make(chan string, 4)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -247,26 +210,13 @@ func TestHTTPProxyHeaderAndLimit(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	text := fmt.Sprintf(`[global]
-admin_socket = %q
-metrics_listen = ""
-[[listener]]
-name = "edge"
-bind = %q
-protocol = "http"
-accept_proxy_protocol = true
-trusted_proxies = ["127.0.0.1/32"]
-max_connections = 1
-  [[listener.route]]
-  pool = "web"
-[[pool]]
-name = "web"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(dir, "admin.sock"), "127.0.0.1:0", l.Addr().String())
+	cf := conftest.New(t)
+	cf.Listener("edge", "protocol", "http", "accept_proxy_protocol", true, "trusted_proxies", []string{"127.0.0.1/32"},
+		"max_connections", 1).Route("pool", "web")
+	web := cf.Pool("web", "algorithm", "wrr")
+	web.Backend(l.Addr().String())
+	web.HealthCheck("type", "none")
+	text := cf.String()
 	f := newReloadFixture(t, text)
 	front := f.s.ListenerAddr("edge")
 
@@ -341,7 +291,6 @@ algorithm = "wrr"
 // layer-4 listeners, stop accepting at once, even while an http listener
 // drains a request that outlasts the shutdown timeout.
 func TestHTTPListenersStopTogether(t *testing.T) {
-	dir := t.TempDir()
 	release := make(chan struct{})
 	held := make(chan struct{}, 1)
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -358,49 +307,22 @@ func TestHTTPListenersStopTogether(t *testing.T) {
 	// Two listeners of each kind, so that a drain goes first in some orders
 	// of the map of listeners and last in others.
 	ports := make([]string, 4) // bound to ports the kernel chooses, read back below
-	text := fmt.Sprintf(`[global]
-admin_socket = %q
-shutdown_timeout = "1s"
-`, filepath.Join(dir, "admin.sock"))
+	cf := conftest.New(t).Global("shutdown_timeout", time.Second)
 	for i := range ports {
 		pool := "quick"
 		if i%2 == 0 {
 			pool = "hold"
 		}
-		text += fmt.Sprintf(`
-[[listener]]
-name = "l%d"
-bind = %q
-protocol = "http"
-  [[listener.route]]
-  pool = %q
-`, i, "127.0.0.1:0", pool)
+		cf.Listener(fmt.Sprintf("l%d", i), "protocol", "http").Route("pool", pool)
 	}
 	// And a layer-4 listener, which must stop accepting at once too.
-	text += `
-[[listener]]
-name = "tcp"
-bind = "127.0.0.1:0"
-protocol = "tcp"
-pool = "quick"
-`
-	text += fmt.Sprintf(`
-[[pool]]
-name = "hold"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-
-[[pool]]
-name = "quick"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, hl.Addr().String(), quick)
+	cf.Listener("tcp", "protocol", "tcp", "pool", "quick")
+	for name, addr := range map[string]string{"hold": hl.Addr().String(), "quick": quick} {
+		p := cf.Pool(name, "algorithm", "wrr")
+		p.Backend(addr)
+		p.HealthCheck("type", "none")
+	}
+	text := cf.String()
 	f := newReloadFixture(t, text)
 	for i := range ports {
 		ports[i] = f.s.ListenerAddr(fmt.Sprintf("l%d", i))

@@ -2,7 +2,7 @@ package server
 
 import (
 	"context"
-	"fmt"
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"log/slog"
 	"net"
 	"os"
@@ -30,24 +30,12 @@ func TestNotify(t *testing.T) {
 	defer ns.Close()
 	t.Setenv("NOTIFY_SOCKET", sockPath)
 
-	file := filepath.Join(dir, "lbd.toml")
-	text := fmt.Sprintf(`
-[global]
-admin_socket = %q
-metrics_listen = ""
-[[listener]]
-name = "front"
-bind = %q
-pool = "p"
-[[pool]]
-name = "p"
-algorithm = "wrr"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(dir, "admin.sock"), "127.0.0.1:0", nettest.EchoTCP(t))
-	os.WriteFile(file, []byte(text), 0o644)
+	cf := conftest.New(t)
+	cf.Listener("front", "pool", "p")
+	p := cf.Pool("p", "algorithm", "wrr")
+	p.Backend(nettest.EchoTCP(t))
+	p.HealthCheck("type", "none")
+	file := cf.Write(t, "lbd.toml")
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +61,7 @@ algorithm = "wrr"
 	// the admin API reports.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := admin.NewClient(filepath.Join(dir, "admin.sock")).Status(ctx)
+	st, err := admin.NewClient(cf.AdminSocket()).Status(ctx)
 	if err != nil || len(st.Listeners) != 1 {
 		t.Fatalf("status: %+v %v", st, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"io"
 	"log/slog"
 	"net"
@@ -85,21 +86,19 @@ func TestReloadUnderLoad(t *testing.T) {
 		backends = append(backends, nettest.EchoTCP(t))
 	}
 	// Listeners bind ports the kernel chooses; the server reports them.
-	const anyPort = "127.0.0.1:0"
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	base := func(poolBackends []string, withExtra bool, algorithm string) string {
-		var b strings.Builder
-		fmt.Fprintf(&b, "[global]\nworkers = 2\nadmin_socket = %q\nmetrics_listen = \"\"\n\n", sock)
-		fmt.Fprintf(&b, "[[listener]]\nname = \"front\"\nbind = %q\npool = \"p\"\n\n", anyPort)
+		cf := conftest.New(t).Global("workers", 2, "admin_socket", sock)
+		cf.Listener("front", "pool", "p")
 		if withExtra {
-			fmt.Fprintf(&b, "[[listener]]\nname = \"extra\"\nbind = %q\npool = \"p\"\n\n", anyPort)
+			cf.Listener("extra", "pool", "p")
 		}
-		fmt.Fprintf(&b, "[[pool]]\nname = \"p\"\nalgorithm = %q\n", algorithm)
+		p := cf.Pool("p", "algorithm", algorithm)
 		for _, a := range poolBackends {
-			fmt.Fprintf(&b, "  [[pool.backend]]\n  address = %q\n", a)
+			p.Backend(a)
 		}
-		b.WriteString("  [pool.health_check]\n  type = \"tcp\"\n  interval = \"100ms\"\n  timeout = \"50ms\"\n")
-		return b.String()
+		p.HealthCheck("type", "tcp", "interval", 100*time.Millisecond, "timeout", 50*time.Millisecond)
+		return cf.String()
 	}
 	f := newReloadFixture(t, base(backends[:2], false, "wrr"))
 	front := f.s.ListenerAddr("front")
@@ -281,31 +280,16 @@ func waitSettled(t *testing.T, what string, cond func() bool) {
 // TestStateFileAcrossRestart: drain, disable and runtime weight set by an
 // operator come back after a restart when state_file is set.
 func TestStateFileAcrossRestart(t *testing.T) {
-	dir := t.TempDir()
-	stateFile := filepath.Join(dir, "state", "lbd.json")
-	text := fmt.Sprintf(`[global]
-admin_socket = %q
-metrics_listen = ""
-state_file = %q
-[[listener]]
-name = "front"
-bind = %q
-pool = "p"
-[[pool]]
-name = "p"
-algorithm = "wrr"
-  [[pool.backend]]
-  name = "a"
-  address = %q
-  [[pool.backend]]
-  name = "b"
-  address = %q
-  [[pool.backend]]
-  name = "c"
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, filepath.Join(dir, "admin.sock"), stateFile, "127.0.0.1:0", nettest.EchoTCP(t), nettest.EchoTCP(t), nettest.EchoTCP(t))
+	cf := conftest.New(t)
+	stateFile := filepath.Join(cf.Dir(), "state", "lbd.json")
+	cf.Global("state_file", stateFile)
+	cf.Listener("front", "pool", "p")
+	pc := cf.Pool("p", "algorithm", "wrr")
+	for _, name := range []string{"a", "b", "c"} {
+		pc.Backend(nettest.EchoTCP(t), "name", name)
+	}
+	pc.HealthCheck("type", "none")
+	text := cf.String()
 	first := newReloadFixture(t, text)
 	if err := first.s.Drain("p", "a"); err != nil {
 		t.Fatal(err)
@@ -345,26 +329,16 @@ algorithm = "wrr"
 // and shows in the lbd_udp_* metrics.
 func TestUDPListenerReloadAndMetrics(t *testing.T) {
 	a, b := nettest.EchoUDP(t, "a:"), nettest.EchoUDP(t, "b:")
-	const anyPort = "127.0.0.1:0" // a port the kernel chooses, read back below
+	// The listener and the metrics endpoint bind ports the kernel chooses,
+	// read back below.
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	conf := func(backend string) string {
-		return fmt.Sprintf(`[global]
-admin_socket = %q
-metrics_listen = %q
-[[listener]]
-name = "dns"
-bind = %q
-protocol = "udp"
-pool = "p"
-idle_timeout = "1m"
-[[pool]]
-name = "p"
-algorithm = "maglev"
-  [[pool.backend]]
-  address = %q
-  [pool.health_check]
-  type = "none"
-`, sock, anyPort, anyPort, backend)
+		cf := conftest.New(t).Global("admin_socket", sock, "metrics_listen", conftest.AnyPort)
+		cf.Listener("dns", "protocol", "udp", "pool", "p", "idle_timeout", time.Minute)
+		p := cf.Pool("p", "algorithm", "maglev")
+		p.Backend(backend)
+		p.HealthCheck("type", "none")
+		return cf.String()
 	}
 	f := newReloadFixture(t, conf(a))
 	f.s.metricsReg.Loaded(time.Now(), false)

@@ -2,12 +2,10 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/lbd-lb/lbd/internal/conftest"
 	"github.com/lbd-lb/lbd/internal/nettest"
 	"github.com/lbd-lb/lbd/pkg/config"
 )
@@ -33,32 +32,11 @@ func scrape(t *testing.T, addr string) string {
 // and rejections show in /metrics under the names of docs/reference.md.
 func TestServerMetrics(t *testing.T) {
 	backend := nettest.EchoTCP(t)
-	const any = "127.0.0.1:0" // a port the kernel chooses, read back below
-	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf(`
-[global]
-workers = 2
-admin_socket = %q
-metrics_listen = %q
-
-[[listener]]
-name = "front"
-bind = %q
-pool = "p"
-
-[[listener]]
-name = "strict"
-bind = %q
-pool = "p"
-accept_proxy_protocol = true
-trusted_proxies = ["127.0.0.0/8"]
-
-[[pool]]
-name = "p"
-algorithm = "least_conn"
-  [[pool.backend]]
-  name = "b1"
-  address = %q
-`, filepath.Join(t.TempDir(), "admin.sock"), any, any, any, backend)))
+	cc := conftest.New(t).Global("workers", 2, "metrics_listen", conftest.AnyPort)
+	cc.Listener("front", "pool", "p")
+	cc.Listener("strict", "pool", "p", "accept_proxy_protocol", true, "trusted_proxies", []string{"127.0.0.0/8"})
+	cc.Pool("p", "algorithm", "least_conn").Backend(backend, "name", "b1")
+	cfg, err := config.Parse("test.toml", []byte(cc.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
