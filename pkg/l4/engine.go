@@ -412,8 +412,9 @@ func (e *Engine) CloseListener(ln *Listener) {
 // so.
 func (e *Engine) CloseBackend(b *pool.Backend) {
 	e.eachLoop(func(l *loop) {
-		l.closeBackendConns(b)
-		l.closeBackendFlows(b)
+		for _, t := range transports {
+			t.backendGone(l, b)
+		}
 	})
 }
 

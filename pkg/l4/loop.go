@@ -46,7 +46,7 @@ type loopListener struct {
 	paused      bool
 	pausedUntil int64
 	more        bool // accepted a full batch: run again before waiting
-	udp         bool
+	kind        int  // kindTCP or kindUDP: its transport
 }
 
 // loop is one event loop. Everything in it is owned by its goroutine except
@@ -297,20 +297,21 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 	case tagListener:
 		idx := int(ev.Fd)
 		if idx < len(l.lns) && l.lns[idx] != nil {
-			l.accept(l.lns[idx])
+			ll := l.lns[idx]
+			transports[ll.kind].ready(l, ll)
 		}
 		return
 	case tagFlow:
-		idx := int(ev.Fd)
-		if l.udp != nil {
-			if f := l.udp.flows.at(int32(idx)); f != nil && f.live && f.gen == uint32(ev.Pad)>>tagBits {
-				l.udpReplies(f)
-			}
-		}
+		transports[kindUDP].event(l, ev)
 		return
 	}
-	idx := int(ev.Fd)
-	c := l.conns.at(int32(idx))
+	transports[kindTCP].event(l, ev)
+}
+
+// connEvent handles readiness of either socket of a connection.
+func (l *loop) connEvent(ev *unix.EpollEvent) {
+	tag := ev.Pad & tagMask
+	c := l.conns.at(ev.Fd)
 	if c == nil || c.gen != uint32(ev.Pad)>>tagBits {
 		return
 	}
@@ -362,8 +363,9 @@ func (l *loop) runPending() {
 }
 
 func (l *loop) addListener(ln *Listener, fd int) {
-	ll := &loopListener{ln: ln, fd: fd, idx: -1, udp: ln.udp}
+	ll := &loopListener{ln: ln, fd: fd, idx: -1}
 	if ln.udp {
+		ll.kind = kindUDP
 		l.udpInit()
 	}
 	for i, x := range l.lns {
@@ -382,7 +384,7 @@ func (l *loop) addListener(ln *Listener, fd int) {
 		l.log.Error("epoll_ctl listener", "listener", ln.Config().Name, "err", err)
 	}
 	// Connections may have queued before the socket joined epoll.
-	l.accept(ll)
+	transports[ll.kind].ready(l, ll)
 }
 
 func (l *loop) removeListener(ln *Listener) {
@@ -391,13 +393,7 @@ func (l *loop) removeListener(ln *Listener) {
 			if ll.paused {
 				l.pausedLns--
 			}
-			if ll.udp {
-				// Flows answer through this socket; without it they
-				// are dead.
-				l.closeListenerFlows(ln)
-			} else {
-				l.acceptQueued(ll)
-			}
+			transports[ll.kind].leaving(l, ll)
 			rawClose(ll.fd)
 			l.lns[i] = nil
 		}
@@ -406,10 +402,6 @@ func (l *loop) removeListener(ln *Listener) {
 
 // accept takes up to one batch of new connections from ll.
 func (l *loop) accept(ll *loopListener) {
-	if ll.udp {
-		l.udpRecv(ll)
-		return
-	}
 	if ll.paused {
 		return
 	}
@@ -505,11 +497,8 @@ func (l *loop) stop() {
 // closeAll closes every connection and listener socket; the loop is
 // stopping.
 func (l *loop) closeAll() {
-	l.closeAllFlows()
-	for _, c := range l.conns.items {
-		if c != nil {
-			l.closeConn(c, false)
-		}
+	for _, t := range transports {
+		t.closeAll(l)
 	}
 	for i, ll := range l.lns {
 		if ll != nil {
@@ -561,14 +550,12 @@ func (l *loop) arm(c *conn) {
 	if c.timerTick >= 0 && c.timerTick <= t {
 		return
 	}
-	c.timerTick = l.wheel.add(timerRef{slot: c.slot, gen: c.gen}, due)
+	c.timerTick = l.wheel.add(timerRef{kind: kindTCP, slot: c.slot, gen: c.gen}, due)
 }
 
-func (l *loop) fireTimer(ref timerRef, tick int64) {
-	if ref.slot < 0 {
-		l.fireFlowTimer(ref, tick)
-		return
-	}
+func (l *loop) fireTimer(ref timerRef, tick int64) { transports[ref.kind].fire(l, ref, tick) }
+
+func (l *loop) fireConnTimer(ref timerRef, tick int64) {
 	c := l.conns.at(ref.slot)
 	if c == nil || c.gen != ref.gen || c.state == stFree || c.timerTick != tick {
 		return

@@ -487,7 +487,7 @@ func (l *loop) fileUnanswered(f *flow) {
 		clear(u.unanswered[len(keep):])
 		u.unanswered = keep
 	}
-	u.unanswered = append(u.unanswered, timerRef{slot: f.slot, gen: f.gen})
+	u.unanswered = append(u.unanswered, timerRef{kind: kindUDP, slot: f.slot, gen: f.gen})
 }
 
 // evictUnanswered ends this loop's oldest flow of ln that has had no reply,
@@ -593,7 +593,7 @@ func (l *loop) spareFlow(f *flow) {
 	u.spare[f.addr] = append(u.spare[f.addr], f)
 	u.nSpare++
 	f.lastSeen = l.now
-	f.timerTick = l.wheel.add(timerRef{slot: -1 - f.slot, gen: f.gen}, l.now+spareFlowIdle)
+	f.timerTick = l.wheel.add(timerRef{kind: kindUDP, slot: f.slot, gen: f.gen}, l.now+spareFlowIdle)
 }
 
 // closeSpare closes a spare socket and frees its flow.
@@ -731,7 +731,7 @@ func (l *loop) udpReplies(f *flow) {
 			// rest waits until the other events have had their turn
 			// (the socket is edge-triggered, so it is read again
 			// without a new edge).
-			u.moreReplies = append(u.moreReplies, timerRef{slot: f.slot, gen: f.gen})
+			u.moreReplies = append(u.moreReplies, timerRef{kind: kindUDP, slot: f.slot, gen: f.gen})
 			return
 		}
 		lfd := l.listenerFD(f.ln)
@@ -913,7 +913,7 @@ func (l *loop) armFlow(f *flow) {
 	if due == 0 || f.timerTick >= 0 {
 		return
 	}
-	f.timerTick = l.wheel.add(timerRef{slot: -1 - f.slot, gen: f.gen}, due)
+	f.timerTick = l.wheel.add(timerRef{kind: kindUDP, slot: f.slot, gen: f.gen}, due)
 }
 
 // due is when f ends unless something happens: IdleTimeout after its last
@@ -933,7 +933,7 @@ func (f *flow) due() int64 {
 }
 
 func (l *loop) fireFlowTimer(ref timerRef, tick int64) {
-	f := l.udp.flows.at(-1 - ref.slot)
+	f := l.udp.flows.at(ref.slot)
 	if f == nil {
 		return // cut off with the top of the table
 	}

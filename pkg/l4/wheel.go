@@ -22,10 +22,12 @@ type wheel struct {
 	live  int   // entries filed, including stale ones
 }
 
-// timerRef names a connection slot and the generation it had when filed.
+// timerRef names a record, a connection or a flow as kind says, by its
+// slot and the generation it had when filed.
 type timerRef struct {
 	slot int32
 	gen  uint32
+	kind uint8 // kindTCP or kindUDP
 }
 
 func newWheel(tick int64, nslots int, now int64) *wheel {
