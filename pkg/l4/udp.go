@@ -502,16 +502,22 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 func (l *loop) fileUnanswered(f *flow) {
 	u := l.udp
 	if len(u.unanswered) >= len(u.flows.items)+64 {
-		keep := u.unanswered[:0]
-		for _, r := range u.unanswered {
-			if u.stillUnanswered(r) != nil {
-				keep = append(keep, r)
-			}
-		}
+		keep := u.sweepUnanswered(u.unanswered[:0])
 		clear(u.unanswered[len(keep):])
 		u.unanswered = keep
 	}
 	u.unanswered = append(u.unanswered, flowRef{slot: f.slot, life: f.life})
+}
+
+// sweepUnanswered appends to keep, in order, the entries of the
+// unanswered list that still name an unanswered flow.
+func (u *udpState) sweepUnanswered(keep []flowRef) []flowRef {
+	for _, r := range u.unanswered {
+		if u.stillUnanswered(r) != nil {
+			keep = append(keep, r)
+		}
+	}
+	return keep
 }
 
 // evictUnanswered ends this loop's oldest flow of ln that has had no reply,
@@ -703,7 +709,14 @@ func (l *loop) freeFlow(f *flow) {
 	f.pendFirst, f.pendLast = -1, -1
 	f.gen = (f.gen + 1) & genMask
 	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
-	l.udp.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare })
+	u := l.udp
+	n := len(u.flows.items)
+	u.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare })
+	if len(u.flows.items) < n {
+		// The table was cut after a flood: the list of unanswered flows,
+		// which the flood grew as much, goes down with it.
+		u.unanswered = u.sweepUnanswered(nil)
+	}
 }
 
 // closeFlow ends a flow: its socket closes, and its counts drop.

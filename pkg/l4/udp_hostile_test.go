@@ -422,3 +422,42 @@ func TestUDPEvictionOldestAfterSpareReuse(t *testing.T) {
 		t.Fatalf("the second client, newer than the forged flow, was evicted instead: %q %v", buf[:n], err)
 	}
 }
+
+// TestUDPUnansweredListShrinks: after a flood of flows that never had a
+// reply has ended, the list of unanswered flows gives its memory back with
+// the flow table, and stays small through a new wave.
+func TestUDPUnansweredListShrinks(t *testing.T) {
+	clk := &handClock{}
+	e := testEngine(t, Options{Loops: 1, Clock: clk.now})
+	ln := udpProxy(t, e, testPool(t, 1, "wrr", silentUDP(t)), func(c *ListenerConfig) {
+		c.UDPReplyTimeout = time.Second
+	})
+	const flood = 3 * minTable
+	// Paced, so that no datagram is lost to a full receive buffer.
+	wave := func(n int) {
+		for i := range n {
+			udpClient(t).WriteToUDPAddrPort([]byte("x"), ln.Addr())
+			if i%256 == 255 || i == n-1 {
+				want := int64(i + 1)
+				nettest.Eventually(t, "the flows", func() bool { return ln.active.Load() == want })
+			}
+		}
+	}
+	wave(flood)
+	clk.advance(e, 2*time.Second)
+	nettest.Eventually(t, "the flood to end", func() bool { return ln.active.Load() == 0 })
+	var table, list int
+	onLoop(e, func(l *loop) { table, list = len(l.udp.flows.items), cap(l.udp.unanswered) })
+	if table > minTable || list > 2*table+128 {
+		t.Fatalf("after %d unanswered flows ended: flow table of %d, unanswered list of %d", flood, table, list)
+	}
+	// A new wave, and again.
+	wave(256)
+	clk.advance(e, 2*time.Second)
+	nettest.Eventually(t, "the wave to end", func() bool { return ln.active.Load() == 0 })
+	wave(256)
+	onLoop(e, func(l *loop) { table, list = len(l.udp.flows.items), cap(l.udp.unanswered) })
+	if list > 2*table+128 {
+		t.Fatalf("after a new wave: flow table of %d, unanswered list of %d", table, list)
+	}
+}
