@@ -711,7 +711,7 @@ func (l *loop) freeFlow(f *flow) {
 	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
 	u := l.udp
 	n := len(u.flows.items)
-	u.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare })
+	u.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare }, func(f *flow) uint32 { return f.gen })
 	if len(u.flows.items) < n {
 		// The table was cut after a flood: the list of unanswered flows,
 		// which the flood grew as much, goes down with it.
