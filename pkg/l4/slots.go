@@ -10,7 +10,8 @@ package l4
 //     slot and live records gather at the bottom of the table;
 //   - once the table is past minTable records, no more than a quarter of
 //     it is live and the highest live record is in its lower half, the
-//     free records above that one are cut off, with a new, smaller table.
+//     free records above that one are cut off, with a new, smaller table,
+//     which keeps minTable records at least.
 //
 // Anything that holds a slot (timer references, pending lists, epoll
 // events of a closed socket) is checked against the table's length before
@@ -18,8 +19,9 @@ package l4
 // every one the records cut off had, so that a stale reference never names
 // it.
 
-// minTable is the least table worth cutting down: 1024 records take
-// about 400 KB, and below it a cut would only be undone by the next burst.
+// minTable is the least table worth cutting down, and the least a cut
+// leaves: 1024 records take about 400 KB, and below it a cut would only be
+// undone by the next burst, which would make its records again.
 const minTable = 1024
 
 // freeList is a min-heap of free slots.
@@ -119,19 +121,21 @@ func (s *slotTable[T]) release(slot int32, isFree func(*T) bool, gen func(*T) ui
 	}
 }
 
-// cut drops the records from top up, in a new table. A record's generation
-// moves on with each use of its slot, by as much as that slot's traffic
-// made it, so a slot made again must start past the highest generation
-// of those dropped, not merely from a new one.
+// cut drops the records from top, or from minTable if that is higher, up,
+// in a new table. A record's generation moves on with each use of its
+// slot, by as much as that slot's traffic made it, so a slot made again
+// must start past the highest generation of those dropped, not merely
+// from a new one.
 func (s *slotTable[T]) cut(gen func(*T) uint32) {
-	for _, r := range s.items[s.top:] {
+	n := max(s.top, minTable)
+	for _, r := range s.items[n:] {
 		s.genSeed = max(s.genSeed, gen(r))
 	}
-	t := make([]*T, s.top, max(s.top, 64))
+	t := make([]*T, n)
 	copy(t, s.items)
-	keep := make(freeList, 0, s.top)
+	keep := make(freeList, 0, n)
 	for _, slot := range s.free {
-		if int(slot) < s.top {
+		if int(slot) < n {
 			keep = append(keep, slot)
 		}
 	}

@@ -174,7 +174,7 @@ func TestConnTableShrinks(t *testing.T) {
 	nettest.Eventually(t, "the flood to end", func() bool { return e.Active() == 1 })
 	var size int
 	onLoop(e, func(l *loop) { size = len(l.conns.items) })
-	if peak < flood || size > 64 {
+	if peak < flood || size > minTable {
 		t.Fatalf("connection table: %d at the flood's peak, %d after it", peak, size)
 	}
 	if got, err := roundTrip(keeper, "still"); err != nil || got != "still" {
@@ -231,5 +231,55 @@ func TestSlotTableNoStaleGeneration(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// TestConnTableBurstsKeepRecords: connections that swing between a few and
+// bursts a little past minTable cost no new records once the first burst
+// has made them: a table is never cut below minTable, so each burst finds
+// the records of the one before.
+func TestConnTableBurstsKeepRecords(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	ln := proxyTo(t, e, testPool(t, 1, "wrr", listen(t, "tcp", "127.0.0.1:0", echo)), nil)
+	keeper := dial(t, ln.Addr())
+	if got, err := roundTrip(keeper, "k"); err != nil || got != "k" {
+		t.Fatalf("%q %v", got, err)
+	}
+	const burst = minTable + 64
+	records := func() []*conn {
+		var r []*conn
+		onLoop(e, func(l *loop) { r = append(r, l.conns.items...) })
+		return r
+	}
+	var before []*conn
+	for round := range 2 {
+		var conns []net.Conn
+		for range burst {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		nettest.Eventually(t, "the burst", func() bool { return e.Active() == burst+1 })
+		during := records()
+		if round == 1 {
+			for slot := range minTable {
+				if during[slot] != before[slot] {
+					t.Fatalf("burst %d: slot %d has a new record (table of %d between bursts)", round, slot, len(before))
+				}
+			}
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		nettest.Eventually(t, "the burst to end", func() bool { return e.Active() == 1 })
+		before = records()
+		if len(before) < minTable {
+			t.Fatalf("burst %d: table cut to %d, below %d", round, len(before), minTable)
+		}
+	}
+	if got, err := roundTrip(keeper, "still"); err != nil || got != "still" {
+		t.Fatalf("the connection kept through the bursts: %q %v", got, err)
 	}
 }
