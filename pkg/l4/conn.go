@@ -304,7 +304,7 @@ func (l *loop) closeConn(c *conn, reset bool) {
 	c.ln, c.cfg = nil, nil
 	c.header = nil
 	c.gen = (c.gen + 1) & genMask
-	l.conns.release(c.slot, func(c *conn) bool { return c.state == stFree })
+	l.conns.release(c.slot, func(c *conn) bool { return c.state == stFree }, func(c *conn) uint32 { return c.gen })
 }
 
 // closeBackendConns resets every connection of this loop to backend b.

@@ -10,15 +10,18 @@ package l4
 //     slot and live records gather at the bottom of the table;
 //   - once the table is past minTable records, no more than a quarter of
 //     it is live and the highest live record is in its lower half, the
-//     free records above that one are cut off, with a new, smaller table.
+//     free records above that one are cut off, with a new, smaller table,
+//     which keeps minTable records at least.
 //
 // Anything that holds a slot (timer references, pending lists, epoll
 // events of a closed socket) is checked against the table's length before
-// use, and a record made for a cut-off slot starts from a new generation,
-// so that a stale reference never names it.
+// use, and a record made for a cut-off slot starts from a generation past
+// every one the records cut off had, so that a stale reference never names
+// it.
 
-// minTable is the least table worth cutting down: 1024 records take
-// about 400 KB, and below it a cut would only be undone by the next burst.
+// minTable is the least table worth cutting down, and the least a cut
+// leaves: 1024 records take about 400 KB, and below it a cut would only be
+// undone by the next burst, which would make its records again.
 const minTable = 1024
 
 // freeList is a min-heap of free slots.
@@ -77,7 +80,8 @@ type slotTable[T any] struct {
 	// top bounds the live records: none is at or above it. It rises as
 	// records are taken and falls as the highest live one is freed.
 	top int
-	// genSeed is the generation a newly made record starts from.
+	// genSeed is the generation a newly made record starts from: past
+	// those of every record cut off so far.
 	genSeed uint32
 }
 
@@ -89,8 +93,8 @@ func (s *slotTable[T]) alloc(build func(slot int32, gen uint32) *T) *T {
 		r = s.items[idx]
 	} else {
 		// A slot past the table's end may have been cut off with
-		// references to it still filed: a new generation keeps them
-		// from naming this record.
+		// references to it still filed: a generation none of them
+		// carries keeps them from naming this record.
 		idx = int32(len(s.items))
 		s.genSeed = (s.genSeed + 1) & genMask
 		r = build(idx, s.genSeed)
@@ -102,9 +106,9 @@ func (s *slotTable[T]) alloc(build func(slot int32, gen uint32) *T) *T {
 
 // release returns the record in slot, which isFree now reports free, to
 // the free list, and cuts the table down when a flood has left it mostly
-// empty. Lowering top passes only records freed since it last passed
-// them, so a release costs O(1) amortised.
-func (s *slotTable[T]) release(slot int32, isFree func(*T) bool) {
+// empty; gen is a record's generation. Lowering top passes only records
+// freed since it last passed them, so a release costs O(1) amortised.
+func (s *slotTable[T]) release(slot int32, isFree func(*T) bool, gen func(*T) uint32) {
 	s.free.push(slot)
 	if int(slot)+1 == s.top {
 		for s.top > 0 && isFree(s.items[s.top-1]) {
@@ -113,17 +117,25 @@ func (s *slotTable[T]) release(slot int32, isFree func(*T) bool) {
 	}
 	n := len(s.items)
 	if n > minTable && s.top <= n/2 && n-len(s.free) <= n/4 {
-		s.cut()
+		s.cut(gen)
 	}
 }
 
-// cut drops the records from top up, in a new table.
-func (s *slotTable[T]) cut() {
-	t := make([]*T, s.top, max(s.top, 64))
+// cut drops the records from top, or from minTable if that is higher, up,
+// in a new table. A record's generation moves on with each use of its
+// slot, by as much as that slot's traffic made it, so a slot made again
+// must start past the highest generation of those dropped, not merely
+// from a new one.
+func (s *slotTable[T]) cut(gen func(*T) uint32) {
+	n := max(s.top, minTable)
+	for _, r := range s.items[n:] {
+		s.genSeed = max(s.genSeed, gen(r))
+	}
+	t := make([]*T, n)
 	copy(t, s.items)
-	keep := make(freeList, 0, s.top)
+	keep := make(freeList, 0, n)
 	for _, slot := range s.free {
-		if int(slot) < s.top {
+		if int(slot) < n {
 			keep = append(keep, slot)
 		}
 	}

@@ -84,8 +84,13 @@ type flow struct {
 	start     int64 // when the flow began, for UDPReplyTimeout
 	lastSeen  int64
 	timerTick int64
-	header    []byte // PROXY v2 header prepended to every datagram, or nil
-	dst       sockaddr
+	// life numbers the flow among this loop's flows. A spare socket's
+	// record becomes the next flow with its generation unchanged (its
+	// epoll registration carries it), so what must tell one flow from
+	// the next, the unanswered list, names a flow by its life.
+	life   uint32
+	header []byte // PROXY v2 header prepended to every datagram, or nil
+	dst    sockaddr
 	// pendFirst and pendLast chain the datagrams of the batch being read
 	// that go to this flow (through udpState.pendNext), -1 for none.
 	pendFirst, pendLast int16
@@ -97,6 +102,21 @@ type flowKey struct {
 	ln     *Listener
 	client netip.AddrPort
 	local  netip.Addr
+}
+
+// flowRef names one flow: its slot and its life.
+type flowRef struct {
+	slot int32
+	life uint32
+}
+
+// stillUnanswered is the live flow r names if it has had no reply yet, or
+// nil.
+func (u *udpState) stillUnanswered(r flowRef) *flow {
+	if g := u.flows.at(r.slot); g != nil && g.live && g.life == r.life && g.replies == 0 {
+		return g
+	}
+	return nil
 }
 
 // udpState is a loop's UDP machinery, made when its first udp listener
@@ -121,7 +141,9 @@ type udpState struct {
 	// unanswered are the flows, in order of creation, that had no reply
 	// when filed: the ones a full table gives up first. Entries of flows
 	// that have since ended or been answered are skipped and dropped.
-	unanswered []timerRef
+	unanswered []flowRef
+	// lives counts the flows started, for flow.life.
+	lives uint32
 	// moreReplies are flows whose backend had more replies than one
 	// wake's budget: read again after the other events.
 	moreReplies []timerRef
@@ -227,6 +249,8 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 	f.requests, f.replies = 0, 0
 	f.start, f.lastSeen = l.now, l.now
 	f.timerTick = -1
+	l.udp.lives++
+	f.life = l.udp.lives
 	f.header = nil
 	f.pendFirst, f.pendLast = -1, -1
 	f.dst = sockaddrFrom(client)
@@ -250,37 +274,43 @@ func (l *loop) startFlow(f *flow, ll *loopListener, cfg *ListenerConfig, b *pool
 func (l *loop) fileUnanswered(f *flow) {
 	u := l.udp
 	if len(u.unanswered) >= len(u.flows.items)+64 {
-		keep := u.unanswered[:0]
-		for _, r := range u.unanswered {
-			if g := u.flows.at(r.slot); g != nil && g.live && g.gen == r.gen && g.replies == 0 {
-				keep = append(keep, r)
-			}
-		}
+		keep := u.sweepUnanswered(u.unanswered[:0])
 		clear(u.unanswered[len(keep):])
 		u.unanswered = keep
 	}
-	u.unanswered = append(u.unanswered, timerRef{kind: kindUDP, slot: f.slot, gen: f.gen})
+	u.unanswered = append(u.unanswered, flowRef{slot: f.slot, life: f.life})
+}
+
+// sweepUnanswered appends to keep, in order, the entries of the
+// unanswered list that still name an unanswered flow.
+func (u *udpState) sweepUnanswered(keep []flowRef) []flowRef {
+	for _, r := range u.unanswered {
+		if u.stillUnanswered(r) != nil {
+			keep = append(keep, r)
+		}
+	}
+	return keep
 }
 
 // evictUnanswered ends this loop's oldest flow of ln that has had no reply,
 // and reports whether there was one.
 func (l *loop) evictUnanswered(ln *Listener) bool {
 	u := l.udp
-	// Entries that no longer name an unanswered flow never will again (a
-	// reused slot has a new generation): drop them from the front for
+	// Entries that no longer name an unanswered flow never will again
+	// (each flow has a life of its own): drop them from the front for
 	// good, so that a full table of answered flows costs nothing here.
 	for len(u.unanswered) > 0 {
 		r := u.unanswered[0]
-		if g := u.flows.at(r.slot); g != nil && g.live && g.gen == r.gen && g.replies == 0 {
+		if u.stillUnanswered(r) != nil {
 			break
 		}
 		u.unanswered = u.unanswered[1:]
 	}
 	for i, r := range u.unanswered {
-		g := u.flows.at(r.slot)
+		g := u.stillUnanswered(r)
 		// A flow with datagrams of the batch being read still queued is
 		// new in this very batch: evicting it would free it under them.
-		if g == nil || !g.live || g.gen != r.gen || g.replies > 0 || g.ln != ln || g.pendFirst >= 0 {
+		if g == nil || g.ln != ln || g.pendFirst >= 0 {
 			continue
 		}
 		if i == 0 {
@@ -357,7 +387,14 @@ func (l *loop) freeFlow(f *flow) {
 	f.pendFirst, f.pendLast = -1, -1
 	f.gen = (f.gen + 1) & genMask
 	f.ln, f.cfg, f.backend, f.header = nil, nil, nil, nil
-	l.udp.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare })
+	u := l.udp
+	n := len(u.flows.items)
+	u.flows.release(f.slot, func(f *flow) bool { return !f.live && !f.spare }, func(f *flow) uint32 { return f.gen })
+	if len(u.flows.items) < n {
+		// The table was cut after a flood: the list of unanswered flows,
+		// which the flood grew as much, goes down with it.
+		u.unanswered = u.sweepUnanswered(nil)
+	}
 }
 
 // closeFlow ends a flow: its socket closes, and its counts drop.

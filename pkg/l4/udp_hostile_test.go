@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -345,5 +346,118 @@ func TestUDPReplyRounds(t *testing.T) {
 		if n != 1 || buf[0] != byte(i) {
 			t.Fatalf("reply %d is %x", i, buf[:n])
 		}
+	}
+}
+
+// TestUDPEvictionOldestAfterSpareReuse: a full table evicts its oldest
+// unanswered flow, not a newer one that reuses the socket (and record) an
+// earlier, answered flow left as a spare: that earlier flow's entry in the
+// list of unanswered flows must not name the flow that reuses it.
+func TestUDPEvictionOldestAfterSpareReuse(t *testing.T) {
+	e := testEngine(t, Options{Loops: 1})
+	// The backend holds each "q" until the test answers it, and never
+	// answers "forged".
+	be := udpClient(t)
+	held := make(chan netip.AddrPort, 2)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := be.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "q" {
+				held <- from
+			}
+		}
+	}()
+	asked := func() netip.AddrPort {
+		select {
+		case a := <-held:
+			return a
+		case <-time.After(5 * time.Second):
+			t.Fatal("a query never reached the backend")
+			return netip.AddrPort{}
+		}
+	}
+	ln := udpProxy(t, e, testPool(t, 1, "wrr", be.LocalAddr().(*net.UDPAddr).AddrPort()), func(c *ListenerConfig) {
+		c.IdleTimeout = 10 * time.Minute
+		c.UDPMaxFlows = 2
+		c.UDPReplyTimeout = time.Minute
+		c.UDPResponses = 1
+		c.UDPReuseSockets = true
+	})
+	evicted := func() uint64 { _, _, d := ln.UDPTotals(); return d[DropEvicted] }
+	buf := make([]byte, 64)
+	// A first real client, unanswered for now.
+	first := udpClient(t)
+	first.WriteToUDPAddrPort([]byte("q"), ln.Addr())
+	firstAt := asked()
+	// Then a forged source: the oldest flow without a reply once the
+	// first is answered.
+	udpClient(t).WriteToUDPAddrPort([]byte("forged"), ln.Addr())
+	nettest.Eventually(t, "the forged flow", func() bool { return ln.active.Load() == 2 })
+	// The first is answered; its flow ends and leaves its socket spare.
+	be.WriteToUDPAddrPort([]byte("a"), firstAt)
+	first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := first.Read(buf); err != nil || string(buf[:n]) != "a" {
+		t.Fatalf("first client: %q %v", buf[:n], err)
+	}
+	nettest.Eventually(t, "the answered flow to end", func() bool { return ln.active.Load() == 1 })
+	// A second real client, newer than the forged flow: its flow takes
+	// the spare socket.
+	second := udpClient(t)
+	second.WriteToUDPAddrPort([]byte("q"), ln.Addr())
+	secondAt := asked()
+	if secondAt != firstAt {
+		t.Fatalf("the second flow did not reuse the spare socket (%v, then %v)", firstAt, secondAt)
+	}
+	// The table is full: one more flow evicts the oldest unanswered one,
+	// the forged flow.
+	udpClient(t).WriteToUDPAddrPort([]byte("forged"), ln.Addr())
+	nettest.Eventually(t, "an eviction", func() bool { return evicted() == 1 })
+	be.WriteToUDPAddrPort([]byte("b"), secondAt)
+	second.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := second.Read(buf); err != nil || string(buf[:n]) != "b" {
+		t.Fatalf("the second client, newer than the forged flow, was evicted instead: %q %v", buf[:n], err)
+	}
+}
+
+// TestUDPUnansweredListShrinks: after a flood of flows that never had a
+// reply has ended, the list of unanswered flows gives its memory back with
+// the flow table, and stays small through a new wave.
+func TestUDPUnansweredListShrinks(t *testing.T) {
+	clk := &handClock{}
+	e := testEngine(t, Options{Loops: 1, Clock: clk.now})
+	ln := udpProxy(t, e, testPool(t, 1, "wrr", silentUDP(t)), func(c *ListenerConfig) {
+		c.UDPReplyTimeout = time.Second
+	})
+	const flood = 3 * minTable
+	// Paced, so that no datagram is lost to a full receive buffer.
+	wave := func(n int) {
+		for i := range n {
+			udpClient(t).WriteToUDPAddrPort([]byte("x"), ln.Addr())
+			if i%256 == 255 || i == n-1 {
+				want := int64(i + 1)
+				nettest.Eventually(t, "the flows", func() bool { return ln.active.Load() == want })
+			}
+		}
+	}
+	wave(flood)
+	clk.advance(e, 2*time.Second)
+	nettest.Eventually(t, "the flood to end", func() bool { return ln.active.Load() == 0 })
+	var table, list int
+	onLoop(e, func(l *loop) { table, list = len(l.udp.flows.items), cap(l.udp.unanswered) })
+	if table > minTable || list > 2*table+128 {
+		t.Fatalf("after %d unanswered flows ended: flow table of %d, unanswered list of %d", flood, table, list)
+	}
+	// A new wave, and again.
+	wave(256)
+	clk.advance(e, 2*time.Second)
+	nettest.Eventually(t, "the wave to end", func() bool { return ln.active.Load() == 0 })
+	wave(256)
+	onLoop(e, func(l *loop) { table, list = len(l.udp.flows.items), cap(l.udp.unanswered) })
+	if list > 2*table+128 {
+		t.Fatalf("after a new wave: flow table of %d, unanswered list of %d", table, list)
 	}
 }
