@@ -9,7 +9,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -35,36 +34,24 @@ func (p *proxyStage) tunnel(x *exchange) {
 	ctx.Request.Header.Set("Connection", "Upgrade")
 	ctx.Request.Header.SetBytesV("Upgrade", upgrade)
 
-	snap := r.Pool.Snapshot()
-	if len(snap.Backends) == 0 {
-		r.stats.noBackend.Add(1)
-		ctx.Error("no backend available", fasthttp.StatusServiceUnavailable)
+	snap := x.backends()
+	if snap == nil {
 		return
 	}
-	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
+	// Picked, dialled and retried as a proxied request is (tryBackends),
+	// but on a connection of its own.
 	var conn net.Conn
 	var b *pool.Backend
 	var loop int
-	for attempt := 0; attempt <= x.st.cfg.Retries && x.tried.Len() < balancer.MaxTried; attempt++ {
-		if b, loop = x.pick(snap, key); b == nil {
-			break
-		}
-		c, err := net.DialTimeout("tcp", b.Addr.String(), x.st.cfg.ConnectTimeout)
-		if err != nil {
-			b.Stats(loop).ConnectErrors.Add(1)
-			r.Pool.ConnectFailed(b)
-			continue
-		}
-		conn = c
-		break
-	}
-	if conn == nil {
+	if done, _ := x.tryBackends(snap, func(cand *pool.Backend, l int) (err error) {
+		conn, err = dialBackend(cand.Addr.String(), x.st.cfg.ConnectTimeout)
+		b, loop = cand, l
+		return err
+	}); !done {
 		r.stats.backendErrors.Add(1)
 		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
 		return
 	}
-	r.Pool.ConnectSucceeded(b)
-	x.backend = b.Name
 
 	// The handshake is bounded by the read and write timeouts.
 	conn.SetDeadline(time.Now().Add(x.st.cfg.ReadTimeout))
