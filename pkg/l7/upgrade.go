@@ -23,7 +23,8 @@ func isWebSocket(ctx *fasthttp.RequestCtx) bool {
 // tunnel proxies a WebSocket upgrade: the request goes to a backend on a
 // connection of its own (not the keep-alive pool), and once the backend
 // answers 101 the client's connection is hijacked and bytes flow both ways
-// untouched until either side closes. Routing, auth and rate limits have
+// untouched until both sides are done: a half-close passes through, either
+// way. Routing, auth and rate limits have
 // already run, so nothing tunnels past them.
 func (p *proxyStage) tunnel(x *exchange) {
 	ctx := x.ctx
@@ -128,29 +129,44 @@ func (p *proxyStage) tunnel(x *exchange) {
 			// that the other copy ends and the watchdog forgets it.
 			defer wc.Close()
 		}
+		// Each copy passes the end of its side's bytes on as a half-close,
+		// and the other direction goes on: a client that half-closed
+		// still gets the rest of the backend's answer, a backend that
+		// half-closed still gets the rest of the client's bytes. A copy
+		// that fails (a reset, a cut, a close) ends both sides at once.
+		// The tunnel ends when both copies have; the tunnel timeout bounds
+		// a side that neither sends nor closes after the other is done.
+		clientSide := client
+		if wc != nil {
+			clientSide = wc.Conn
+		}
 		done := make(chan int64, 1)
 		go func() {
 			n, err := io.Copy(conn, client)
-			if err != nil {
-				// The client's side failed or was closed: end the
-				// backend's side too, which ends the other copy.
+			if err != nil || !closeWrite(conn) {
+				// End the backend's side, which ends the other copy.
 				conn.Close()
-			} else if tc, ok := conn.(*net.TCPConn); ok {
-				// The client is done sending: pass the half-close on.
-				tc.CloseWrite()
 			}
 			done <- n
 		}()
 		// br holds whatever the backend sent right after its 101.
-		n, _ := io.Copy(client, br)
+		n, err := io.Copy(client, br)
 		stats.BytesToClient.Add(uint64(n))
-		// The backend closed: end the client's side too, which ends the
-		// copy above.
-		if wc != nil {
-			wc.Close()
-		} else {
-			client.Close()
+		if err != nil || !closeWrite(clientSide) {
+			// End the client's side too, which ends the copy above.
+			if wc != nil {
+				wc.Close()
+			} else {
+				client.Close()
+			}
 		}
 		stats.BytesToBackend.Add(uint64(<-done))
 	})
+}
+
+// closeWrite half-closes c, and reports whether it could: how a tunnel
+// passes on that one side is done sending.
+func closeWrite(c net.Conn) bool {
+	cw, ok := c.(interface{ CloseWrite() error })
+	return ok && cw.CloseWrite() == nil
 }
