@@ -151,7 +151,8 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 		MaxResponseBodySize:      0,
 		NoDefaultUserAgentHeader: true,
 		// As on the client side (see New): a backend's lower-case
-		// keep-alive or Connection-named header must be found by Del.
+		// keep-alive or Connection-named header must be found by Del
+		// (TestFasthttpHeaderNamesNormalized).
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		// A keep-alive connection the backend closed while idle fails
@@ -169,7 +170,8 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 				return false, true // never sent
 			}
 			// fasthttp turns a bare io.EOF into ErrConnectionClosed only
-			// after its last attempt: here it is still io.EOF.
+			// after its last attempt: here it is still io.EOF
+			// (TestFasthttpClientClosedKeepAlive).
 			closed := err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed)
 			if !closed || !idempotent(req.Header.Method()) {
 				return false, false
@@ -414,7 +416,7 @@ func (t *streamTail) Read(p []byte) (int, error) {
 }
 
 // CloseWithError is how fasthttp ends a body stream, with the error that
-// stopped the write, if any.
+// stopped the write, if any (TestFasthttpBodyStreamClosedWithError).
 func (t *streamTail) CloseWithError(err error) error {
 	if t.br == nil {
 		return nil
@@ -433,7 +435,8 @@ func (t *streamTail) CloseWithError(err error) error {
 // smallBody is the largest request body of known length read whole once
 // route, auth and rate limit have passed, rather than streamed: it may be
 // sent again on another connection should a keep-alive one turn out
-// closed, which a stream cannot.
+// closed, which a stream cannot (TestFasthttpClientRetriesWriteError,
+// TestFasthttpTakeBodyThenNextRequest).
 const smallBody = 8 << 10
 
 // takeSmallBody reads a streamed body of known length up to smallBody into
@@ -558,14 +561,14 @@ func bufferSmall(resp *fasthttp.Response) error {
 		}
 		return err
 	}
-	resp.SetBody(buf[:n]) // closes the stream
+	resp.SetBody(buf[:n]) // closes the stream: TestFasthttpClientStreamBody
 	return nil
 }
 
 // bodyReader passes a request body the server streams (never read whole)
 // on to the backend: it enforces MaxBodyBytes on a chunked body, drops its
 // trailer section, so that no trailer field reaches the backend after the
-// header guard ran, and, once the body is in, lets the watchdog know that
+// header guard ran (TestFasthttpRequestTrailer), and, once the body is in, lets the watchdog know that
 // the client is waiting rather than sending.
 type bodyReader struct {
 	src  io.Reader
@@ -656,7 +659,7 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 	}
 	stripHop(h, x.headers, claims, x.st.routeHeaders)
 	// The client's Connection: close is for the client's connection; the
-	// server has already noted it.
+	// server has already noted it (TestFasthttpConnectionCloseNotedBeforeHandler).
 	h.ResetConnectionClose()
 	// A body without a Content-Type goes on without one.
 	h.SetNoDefaultContentType(true)
@@ -734,7 +737,7 @@ func dropNamed(h *fasthttp.RequestHeader, names []string, xForwarded bool) {
 
 // responseHeaders are the headers of headerSet that a backend's response
 // carries: all of them for a chunked one, whose trailer fields fasthttp may
-// keep apart from the header.
+// keep apart from the header (see TestFasthttpRequestTrailer for requests).
 func responseHeaders(h *fasthttp.ResponseHeader) headerSet {
 	if h.ContentLength() == -1 {
 		return hdrAll

@@ -14,6 +14,8 @@ import (
 
 // isWebSocket reports a well-formed WebSocket upgrade request (RFC 6455
 // §4.1): GET, Upgrade: websocket, Connection naming upgrade, no body.
+// fasthttp's Peek("Connection") is the whole list the client sent
+// (TestFasthttpConnectionHeaderValue).
 func isWebSocket(ctx *fasthttp.RequestCtx) bool {
 	h := &ctx.Request.Header
 	return h.IsGet() && hasToken(h.Peek("Upgrade"), "websocket") &&
@@ -92,12 +94,14 @@ func (p *proxyStage) tunnel(x *exchange) {
 	// fasthttp skips a hijack handler after writing the answer of a
 	// request that closes its connection (Connection: close, HTTP/1.0,
 	// a server shutting down), which would leave the backend connection
-	// and its count behind. With no answer to write it always runs it.
+	// and its count behind. With no answer to write it always runs it
+	// (TestFasthttpHijackNoResponse).
 	answer := append([]byte(nil), ctx.Response.Header.Header()...)
 	ctx.HijackSetNoResponse(true)
 	wc := clientConn(ctx.Conn())
 	// Should the handler never run (the client went away while an
-	// earlier pipelined answer was flushed), the backend connection goes
+	// earlier pipelined answer was flushed:
+	// TestFasthttpHijackAfterPipelinedAnswer), the backend connection goes
 	// after the read timeout.
 	var claimed atomic.Bool // by the handler, or by the timer
 	orphan := time.AfterFunc(x.st.cfg.ReadTimeout, func() {
@@ -124,7 +128,8 @@ func (p *proxyStage) tunnel(x *exchange) {
 			// From here on the tunnel timeout bounds the connection, and a
 			// cut or a shutdown closes both sides.
 			wc.tunnel(conn)
-			// fasthttp's hijacked connection does not close on Close:
+			// fasthttp's hijacked connection does not close on Close
+			// (TestFasthttpHijackedConn):
 			// the client is closed here, through lbd's connection, so
 			// that the other copy ends and the watchdog forgets it.
 			defer wc.Close()
@@ -149,7 +154,8 @@ func (p *proxyStage) tunnel(x *exchange) {
 			}
 			done <- n
 		}()
-		// br holds whatever the backend sent right after its 101.
+		// br holds whatever the backend sent right after its 101
+		// (TestFasthttpUpgradeResponseHeader).
 		n, err := io.Copy(client, br)
 		stats.BytesToClient.Add(uint64(n))
 		if err != nil || !closeWrite(clientSide) {

@@ -189,7 +189,8 @@ func (w *watchdog) cut(c *timed, s uint64, now int64) (closeIt bool) {
 	case phTunnel:
 		return true // tunnelEnds: both sides
 	default:
-		// The read fails; a 408 fasthttp then answers may still go out.
+		// The read fails; a 408 fasthttp then answers may still go out
+		// (TestFasthttpErrorHandler).
 		c.conn.SetReadDeadline(cutTime)
 	}
 	return false
@@ -309,7 +310,8 @@ func (l watchListener) Accept() (net.Conn, error) {
 	sc.timed.conn, sc.timed.client = c, true
 	l.w.watch(&sc.timed, phNew)
 	if tc, ok := c.(*tls.Conn); ok {
-		// fasthttp tells TLS connections by these two methods.
+		// fasthttp tells TLS connections by these two methods
+		// (TestFasthttpIsTLSByMethods).
 		return &tlsServerConn{sc, tc}, nil
 	}
 	return sc, nil
@@ -440,7 +442,8 @@ func (c *serverConn) Write(b []byte) (int, error) {
 }
 
 // SetReadDeadline is how fasthttp bounds a body (HeaderReceived); it sets no
-// other read deadline with the timeouts it is given.
+// other read deadline with the timeouts it is given
+// (TestFasthttpHeaderReceivedDeadline).
 func (c *serverConn) SetReadDeadline(t time.Time) error {
 	if t.IsZero() {
 		return nil
