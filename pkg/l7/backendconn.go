@@ -14,7 +14,7 @@ import (
 
 // errCut is what a backend connection the watchdog cut says to a request
 // it has not sent: fasthttp closes it, and the request may go again on
-// another, whatever its method.
+// another, whatever its method (TestFasthttpClientRetriesWriteError).
 var errCut = errors.New("l7: backend connection cut by a timeout before this request")
 
 // fuseWindow is how recently a backend connection's last read must have
@@ -45,7 +45,8 @@ var heldBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxHeld); return
 // response (an idle connection it closed). Then only a reset in answer to
 // the request ends the wait, and a backend that half-closed, or a host gone
 // since, sends none: the Read would wait out the read timeout where a plain
-// one returns io.EOF at once, which fasthttp retries. So only a hot
+// one returns io.EOF at once, which fasthttp retries
+// (TestFasthttpClientClosedKeepAlive). So only a hot
 // connection, one whose last read ended within fuseWindow (a busy one, where
 // the saving matters), is fused; one idle for longer writes and reads the
 // usual way.

@@ -108,7 +108,8 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 // expect is fasthttp's ExpectHandler for a request with Expect:
 // 100-continue: the chain runs up to the proxy stage on the header alone.
 // A request that passes gets 100 Continue and goes on in serveHTTP once
-// its body comes; any other is answered here, and its body never read.
+// its body comes; any other is answered here, and its body never read
+// (pinned by TestFasthttpExpectHandler).
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	c := clientConn(ctx.Conn())
 	if c == nil {
@@ -128,7 +129,7 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	// that this answer is not lost to a reset.
 	c.linger = true
 	// fasthttp writes the answer the chain left in ctx.Response, with
-	// this status, and closes the connection.
+	// this status, and closes the connection (TestFasthttpExpectHandler).
 	s.finish(x)
 	putExchange(x)
 	return ctx.Response.StatusCode()
@@ -139,13 +140,15 @@ func (s *Server) finish(x *exchange) {
 	ctx, st, start := x.ctx, x.st, x.start
 	if ctx.Request.IsBodyStream() && x.body.src == nil {
 		// Answered without its body being read (a refusal, a 401): the
-		// connection cannot go on, and must not reset the answer.
+		// connection cannot go on, and must not reset the answer. Every
+		// request with Content-Length, 0 included, or chunked has a
+		// stream (TestFasthttpBodyStreamOnlyWithBody).
 		x.lingerClose()
 	}
 	if s.stopping.Load() && !ctx.Hijacked() {
 		// The server is on its way out: no next request on this
 		// connection (fasthttp itself says so only until Shutdown's
-		// time is up).
+		// time is up: TestFasthttpCloseOnShutdown).
 		ctx.SetConnectionClose()
 	}
 	took := monotonic() - start
@@ -197,8 +200,8 @@ func peerOf(ctx *fasthttp.RequestCtx) netip.AddrPort {
 
 // framingStage refuses requests whose framing another parser could read
 // differently, and Upgrades, before anything else looks at them. fasthttp
-// forwards Content-Length together with Transfer-Encoding, and obs-fold
-// lines, so the raw header block is checked here. It also fixes the one
+// passes on Content-Length together with Transfer-Encoding, and obs-fold
+// lines, so the raw header block is checked here (TestFasthttpRawRequest). It also fixes the one
 // request-target and the one Host that every later stage decides on and
 // the backend receives (see requestTarget). Every refusal closes the
 // connection, so bytes the client sent after the request are never read as
@@ -215,7 +218,7 @@ func (f framingStage) serve(x *exchange) {
 	}
 	if p := h.Protocol(); string(p) != "HTTP/1.1" && string(p) != "HTTP/1.0" {
 		// RFC 9110 section 15.6.6; fasthttp would forward "HTTP/1.2" as
-		// such.
+		// such (TestFasthttpRawRequest).
 		f.refuse(x, "HTTP version not supported", fasthttp.StatusHTTPVersionNotSupported)
 		return
 	}
@@ -317,11 +320,12 @@ func (x *exchange) requestTarget() string {
 		req.SetRequestURIBytes(x.target)
 	} else {
 		// fasthttp writes the target it parsed, which is raw itself
-		// only with its own normalising off.
+		// only with its own normalising off
+		// (TestFasthttpRequestWriteAsGiven).
 		req.URI().DisablePathNormalizing = true
 	}
 	// Written as they are: fasthttp would otherwise derive Host from the
-	// target it parses.
+	// target it parses (TestFasthttpRequestWriteAsGiven).
 	req.UseHostHeader = true
 	return ""
 }
@@ -518,7 +522,7 @@ func (a authStage) serve(x *exchange) {
 	claims, err := v.Verify(string(h.Peek("Authorization")), x.clock())
 	if err != nil {
 		x.st.reject(x, reasonAuth)
-		x.ctx.Error("unauthorized", fasthttp.StatusUnauthorized) // resets the headers
+		x.ctx.Error("unauthorized", fasthttp.StatusUnauthorized) // resets the headers: TestFasthttpErrorResetsResponse
 		x.ctx.Response.Header.Set("WWW-Authenticate", auth.Challenge)
 		return
 	}
@@ -573,7 +577,7 @@ func (l limitStage) serve(x *exchange) {
 		if secs < 1 {
 			secs = 1
 		}
-		x.ctx.Error("too many requests", fasthttp.StatusTooManyRequests) // resets the headers
+		x.ctx.Error("too many requests", fasthttp.StatusTooManyRequests) // resets the headers: TestFasthttpErrorResetsResponse
 		x.ctx.Response.Header.Set("Retry-After", strconv.FormatInt(secs, 10))
 		return
 	}

@@ -23,7 +23,8 @@ func (l watchListener) Accept() (net.Conn, error) {
 	sc.timed.conn, sc.timed.client = c, true
 	l.w.watch(&sc.timed, phNew)
 	if tc, ok := c.(*tls.Conn); ok {
-		// fasthttp tells TLS connections by these two methods.
+		// fasthttp tells TLS connections by these two methods
+		// (TestFasthttpIsTLSByMethods).
 		return &tlsServerConn{sc, tc}, nil
 	}
 	return sc, nil
@@ -154,7 +155,8 @@ func (c *serverConn) Write(b []byte) (int, error) {
 }
 
 // SetReadDeadline is how fasthttp bounds a body (HeaderReceived); it sets no
-// other read deadline with the timeouts it is given.
+// other read deadline with the timeouts it is given
+// (TestFasthttpHeaderReceivedDeadline).
 func (c *serverConn) SetReadDeadline(t time.Time) error {
 	if t.IsZero() {
 		return nil

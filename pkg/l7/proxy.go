@@ -59,6 +59,69 @@ func isDialError(err error) bool {
 	return errors.As(err, &de)
 }
 
+// dialBackend connects to the backend at addr within timeout; a failure is
+// a *dialError. It is the one way to a backend: the keep-alive pools dial
+// through it, and so does a WebSocket tunnel.
+func dialBackend(addr string, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	return conn, nil
+}
+
+// errUploadsFull is what a try of tryBackends returns for a backend whose
+// connections are taken by streamed uploads up to their share: the next
+// backend is tried, and the backend is not counted as failing.
+var errUploadsFull = errors.New("l7: backend busy with uploads")
+
+// backends returns a snapshot of the route's pool, or answers 503 and
+// returns nil when the pool has no backend to offer.
+func (x *exchange) backends() *pool.Snapshot {
+	snap := x.route.Pool.Snapshot()
+	if len(snap.Backends) == 0 {
+		x.route.stats.noBackend.Add(1)
+		x.ctx.Error("no backend available", fasthttp.StatusServiceUnavailable)
+		return nil
+	}
+	return snap
+}
+
+// tryBackends is how a request reaches a backend, proxied or tunnelled:
+// it picks backends of snap not tried yet for the request, and runs try on
+// each, 1+Retries at most. A try that fails to connect (its error is a
+// dialError) counts against its backend, as a connect error in the
+// backend's stats and a passive health failure, and the next backend is
+// tried: whatever the method, the request never left, so nothing can
+// happen twice. So is one that returns errUploadsFull, with nothing
+// counted. Any other outcome ends the search: tryBackends reports true
+// with the try's error, nil for a success, which passive health hears of
+// here. It reports false when no try ended it: every backend allowed was
+// tried, or none was left to pick.
+func (x *exchange) tryBackends(snap *pool.Snapshot, try func(b *pool.Backend, loop int) error) (bool, error) {
+	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
+	for attempt := 0; attempt <= x.st.cfg.Retries && x.tried.Len() < balancer.MaxTried; attempt++ {
+		b, loop := x.pick(snap, key)
+		if b == nil {
+			break
+		}
+		err := try(b, loop)
+		switch {
+		case err == errUploadsFull:
+			continue
+		case isDialError(err):
+			b.Stats(loop).ConnectErrors.Add(1)
+			x.route.Pool.ConnectFailed(b)
+			continue
+		case err == nil:
+			x.route.Pool.ConnectSucceeded(b)
+			x.backend = b.Name
+		}
+		return true, err
+	}
+	return false, nil
+}
+
 // client returns the keep-alive pool of b, creating it on first use.
 func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 	if c, ok := s.clients.Load(b); ok {
@@ -70,14 +133,13 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 		return c.(*fasthttp.HostClient)
 	}
 	cfg := st.cfg
-	d := net.Dialer{Timeout: cfg.ConnectTimeout}
 	var c *fasthttp.HostClient
 	c = &fasthttp.HostClient{
 		Addr: b.Addr.String(),
 		Dial: func(addr string) (net.Conn, error) {
-			conn, err := d.Dial("tcp", addr)
+			conn, err := dialBackend(addr, cfg.ConnectTimeout)
 			if err != nil {
-				return nil, &dialError{err}
+				return nil, err
 			}
 			return newBackendConn(conn, s.watch), nil
 		},
@@ -90,7 +152,8 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 		MaxResponseBodySize:      0,
 		NoDefaultUserAgentHeader: true,
 		// As on the client side (see New): a backend's lower-case
-		// keep-alive or Connection-named header must be found by Del.
+		// keep-alive or Connection-named header must be found by Del
+		// (TestFasthttpHeaderNamesNormalized).
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		// A keep-alive connection the backend closed while idle fails
@@ -108,7 +171,8 @@ func (s *Server) client(b *pool.Backend, st *state) *fasthttp.HostClient {
 				return false, true // never sent
 			}
 			// fasthttp turns a bare io.EOF into ErrConnectionClosed only
-			// after its last attempt: here it is still io.EOF.
+			// after its last attempt: here it is still io.EOF
+			// (TestFasthttpClientClosedKeepAlive).
 			closed := err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed)
 			if !closed || !idempotent(req.Header.Method()) {
 				return false, false
@@ -219,37 +283,33 @@ func (p *proxyStage) serve(x *exchange) {
 		}
 	}
 
-	snap := r.Pool.Snapshot()
-	if len(snap.Backends) == 0 {
-		r.stats.noBackend.Add(1)
-		ctx.Error("no backend available", fasthttp.StatusServiceUnavailable)
+	snap := x.backends()
+	if snap == nil {
 		return
 	}
-	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
-	// Only a connect failure tries another backend, whatever the method:
-	// the request never left, so nothing can happen twice.
-	attempts := 1 + x.st.cfg.Retries
 	streaming := wantsEventStream(req.Header.Peek("Accept"))
 	uploadsFull := false
-	for attempt := 0; attempt < attempts && x.tried.Len() < balancer.MaxTried; attempt++ {
-		b, loop := x.pick(snap, key)
-		if b == nil {
-			break
-		}
-		if x.body.src != nil && !p.s.startUpload(b) {
+	// The backend that answered, or failed past connecting, and its answer.
+	var (
+		b     *pool.Backend
+		stats *pool.LoopStats
+		br    *fasthttp.Response
+	)
+	done, err := x.tryBackends(snap, func(cand *pool.Backend, loop int) error {
+		if x.body.src != nil && !p.s.startUpload(cand) {
 			// This backend's connections are taken by streamed uploads
 			// up to their share: another backend, or 503.
 			uploadsFull = true
-			continue
+			return errUploadsFull
 		}
-		hc := p.s.client(b, x.st)
-		stats := b.Stats(loop)
+		hc := p.s.client(cand, x.st)
+		b, stats = cand, cand.Stats(loop)
 
 		b.Active.Add(1)
 		// The backend's answer goes into a response of its own, so that
 		// what the client's side decides about its connection (a
 		// Connection: close, HTTP/1.0) never closes the backend's.
-		br := fasthttp.AcquireResponse()
+		br = fasthttp.AcquireResponse()
 		// A response without a Content-Type goes on without one.
 		br.Header.SetNoDefaultContentType(true)
 		// The body is never read whole here: a small one is read into a
@@ -264,72 +324,70 @@ func (p *proxyStage) serve(x *exchange) {
 		if x.body.src != nil {
 			p.s.endUpload(b)
 		}
-
-		if err != nil && isDialError(err) {
+		if isDialError(err) {
 			b.Active.Add(-1)
 			fasthttp.ReleaseResponse(br)
-			stats.ConnectErrors.Add(1)
-			r.Pool.ConnectFailed(b)
-			continue
+			b, stats, br = nil, nil, nil
 		}
-		stats.Connections.Add(1)
-		stats.BytesToBackend.Add(uint64(req.Header.Len() + len(req.Header.RequestURI()) + max(x.body.n, len(req.Body()))))
-		if err != nil {
-			b.Active.Add(-1)
-			fasthttp.ReleaseResponse(br)
-			resp.Reset()
-			switch {
-			case x.body.tooLarge:
-				x.st.owner.reject(reasonBodyTooLarge)
-				ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
-			case x.body.err != nil && timedOut(x.body.err):
-				x.st.owner.reject(reasonTimeout)
-				ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
-			case x.body.err != nil:
-				// The client's body broke off: nobody is left to answer.
-				ctx.Error("bad request", fasthttp.StatusBadRequest)
-			default:
-				r.stats.backendErrors.Add(1)
-				p.s.log.Debug("backend request failed", "listener", x.st.cfg.Name, "backend", b.Name, "err", err)
-				ctx.Error("bad gateway", fasthttp.StatusBadGateway)
-			}
-			if x.body.src != nil && !x.body.done {
-				x.lingerClose()
-			}
-			return
-		}
-		r.Pool.ConnectSucceeded(b)
-		x.backend = b.Name
-		br.Header.CopyTo(&resp.Header)
-		if br.IsBodyStream() {
-			// The backend's connection stays busy, and counted, until
-			// the client has the whole body (streamTail).
-			resp.SetBodyStream(newStreamTail(br, b, stats), br.Header.ContentLength())
+		return err
+	})
+	if !done {
+		resp.Reset()
+		if uploadsFull {
+			r.stats.noBackend.Add(1)
+			ctx.Error("backends busy with uploads", fasthttp.StatusServiceUnavailable)
 		} else {
-			// The buffers change hands, so both stay with their pools.
-			br.SwapBody(resp.SwapBody(br.SwapBody(nil)))
-			stats.BytesToClient.Add(uint64(len(resp.Body())))
-			b.Active.Add(-1)
-			fasthttp.ReleaseResponse(br)
+			r.stats.backendErrors.Add(1)
+			ctx.Error("bad gateway", fasthttp.StatusBadGateway)
 		}
-		stripHop(&resp.Header, responseHeaders(&resp.Header), nil, nil)
-		// The backend's Connection: close concerns its own connection, not
-		// the client's.
-		resp.Header.ResetConnectionClose()
+		if x.body.src != nil {
+			// The body was never read: the connection cannot go on.
+			x.lingerClose()
+		}
 		return
 	}
-	resp.Reset()
-	if uploadsFull {
-		r.stats.noBackend.Add(1)
-		ctx.Error("backends busy with uploads", fasthttp.StatusServiceUnavailable)
+	stats.Connections.Add(1)
+	stats.BytesToBackend.Add(uint64(req.Header.Len() + len(req.Header.RequestURI()) + max(x.body.n, len(req.Body()))))
+	if err != nil {
+		b.Active.Add(-1)
+		fasthttp.ReleaseResponse(br)
+		resp.Reset()
+		switch {
+		case x.body.tooLarge:
+			x.st.owner.reject(reasonBodyTooLarge)
+			ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		case x.body.err != nil && timedOut(x.body.err):
+			x.st.owner.reject(reasonTimeout)
+			ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+		case x.body.err != nil:
+			// The client's body broke off: nobody is left to answer.
+			ctx.Error("bad request", fasthttp.StatusBadRequest)
+		default:
+			r.stats.backendErrors.Add(1)
+			p.s.log.Debug("backend request failed", "listener", x.st.cfg.Name, "backend", b.Name, "err", err)
+			ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+		}
+		if x.body.src != nil && !x.body.done {
+			x.lingerClose()
+		}
+		return
+	}
+	br.Header.CopyTo(&resp.Header)
+	if br.IsBodyStream() {
+		// The backend's connection stays busy, and counted, until
+		// the client has the whole body (streamTail).
+		resp.SetBodyStream(newStreamTail(br, b, stats), br.Header.ContentLength())
 	} else {
-		r.stats.backendErrors.Add(1)
-		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+		// The buffers change hands, so both stay with their pools.
+		br.SwapBody(resp.SwapBody(br.SwapBody(nil)))
+		stats.BytesToClient.Add(uint64(len(resp.Body())))
+		b.Active.Add(-1)
+		fasthttp.ReleaseResponse(br)
 	}
-	if x.body.src != nil {
-		// The body was never read: the connection cannot go on.
-		x.lingerClose()
-	}
+	stripHop(&resp.Header, responseHeaders(&resp.Header), nil, nil)
+	// The backend's Connection: close concerns its own connection, not
+	// the client's.
+	resp.Header.ResetConnectionClose()
 }
 
 // streamTail passes a streamed response body on to the client. The
@@ -359,7 +417,7 @@ func (t *streamTail) Read(p []byte) (int, error) {
 }
 
 // CloseWithError is how fasthttp ends a body stream, with the error that
-// stopped the write, if any.
+// stopped the write, if any (TestFasthttpBodyStreamClosedWithError).
 func (t *streamTail) CloseWithError(err error) error {
 	if t.br == nil {
 		return nil
@@ -378,7 +436,8 @@ func (t *streamTail) CloseWithError(err error) error {
 // smallBody is the largest request body of known length read whole once
 // route, auth and rate limit have passed, rather than streamed: it may be
 // sent again on another connection should a keep-alive one turn out
-// closed, which a stream cannot.
+// closed, which a stream cannot (TestFasthttpClientRetriesWriteError,
+// TestFasthttpTakeBodyThenNextRequest).
 const smallBody = 8 << 10
 
 // takeSmallBody reads a streamed body of known length up to smallBody into
@@ -503,14 +562,14 @@ func bufferSmall(resp *fasthttp.Response) error {
 		}
 		return err
 	}
-	resp.SetBody(buf[:n]) // closes the stream
+	resp.SetBody(buf[:n]) // closes the stream: TestFasthttpClientStreamBody
 	return nil
 }
 
 // bodyReader passes a request body the server streams (never read whole)
 // on to the backend: it enforces MaxBodyBytes on a chunked body, drops its
 // trailer section, so that no trailer field reaches the backend after the
-// header guard ran, and, once the body is in, lets the watchdog know that
+// header guard ran (TestFasthttpRequestTrailer), and, once the body is in, lets the watchdog know that
 // the client is waiting rather than sending.
 type bodyReader struct {
 	src  io.Reader
@@ -601,7 +660,7 @@ func (p *proxyStage) prepareRequest(x *exchange) {
 	}
 	stripHop(h, x.headers, claims, x.st.routeHeaders)
 	// The client's Connection: close is for the client's connection; the
-	// server has already noted it.
+	// server has already noted it (TestFasthttpConnectionCloseNotedBeforeHandler).
 	h.ResetConnectionClose()
 	// A body without a Content-Type goes on without one.
 	h.SetNoDefaultContentType(true)
@@ -679,7 +738,7 @@ func dropNamed(h *fasthttp.RequestHeader, names []string, xForwarded bool) {
 
 // responseHeaders are the headers of headerSet that a backend's response
 // carries: all of them for a chunked one, whose trailer fields fasthttp may
-// keep apart from the header.
+// keep apart from the header (see TestFasthttpRequestTrailer for requests).
 func responseHeaders(h *fasthttp.ResponseHeader) headerSet {
 	if h.ContentLength() == -1 {
 		return hdrAll

@@ -238,7 +238,8 @@ func (s *Server) Successor(cfg Config) (*Server, error) {
 }
 
 // OpenConnections is the number of client connections open now, lingering
-// ones included.
+// ones included, tunnels not (fasthttp does not count hijacked ones:
+// TestFasthttpShutdownLeavesHijacked).
 func (s *Server) OpenConnections() int {
 	return int(s.srv.GetOpenConnectionsCount()) + int(s.watch.lingering.Load())
 }
@@ -286,12 +287,13 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 		// watchdog.go), so fasthttp sets no deadline of its own. A request
 		// with a body gets ReadTimeout for it from the end of its header
 		// (bodyTimeout), which fasthttp passes to the connection as a read
-		// deadline and the watchdog keeps.
+		// deadline and the watchdog keeps (TestFasthttpHeaderReceivedDeadline).
 		HeaderReceived: bodyTimeout(c.ReadTimeout),
 		// Request bodies are streamed to the backend, never held whole,
 		// and the handler runs on the header alone: with a limit of one
 		// byte, fasthttp reads at most that much of a body before it
-		// (the limit itself is enforced by framingStage and bodyReader).
+		// (the limit itself is enforced by framingStage and bodyReader;
+		// TestFasthttpStreamsRequestBody).
 		StreamRequestBody:  true,
 		MaxRequestBodySize: 1,
 		// Expect: 100-continue is answered once route, auth and rate
@@ -315,10 +317,11 @@ func newServer(cfg Config, log *slog.Logger, stats *listenerStats) (*Server, err
 }
 
 // bodyTimeout gives a request with a body d to read it, from the end of its
-// header.
+// header. One without Content-Length or Transfer-Encoding has none: its
+// length reads -2 here (TestFasthttpBodyStreamOnlyWithBody).
 func bodyTimeout(d time.Duration) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-		if h.ContentLength() == 0 {
+		if cl := h.ContentLength(); cl == 0 || cl == -2 {
 			return fasthttp.RequestConfig{MaxRequestBodySize: 1}
 		}
 		return fasthttp.RequestConfig{ReadTimeout: d, MaxRequestBodySize: 1}
@@ -462,7 +465,7 @@ func (s *Server) shutdown(ctx context.Context, closeLeft bool) error {
 	}
 	if err == nil {
 		// fasthttp does not wait for upgraded connections: they get what
-		// is left of ctx.
+		// is left of ctx (TestFasthttpShutdownLeavesHijacked).
 		err = s.watch.waitClients(ctx)
 	}
 	if err != nil {
@@ -474,7 +477,7 @@ func (s *Server) shutdown(ctx context.Context, closeLeft bool) error {
 }
 
 // parseError answers requests fasthttp could not parse. The connection is
-// closed after the answer in every case.
+// closed after the answer in every case (TestFasthttpErrorHandler).
 func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error

@@ -82,8 +82,11 @@ func released(t *testing.T, s *Server, p *pool.Pool, within time.Duration) {
 }
 
 // TestTunnelBackendCloses: a backend that drops the connection after its
-// 101 ends the tunnel at once: the client sees the close, and nothing is
-// left behind. (fasthttp's hijacked connection does not close on Close.)
+// 101 is passed on at once: the client sees the close, and once it closes
+// too, as a WebSocket client does, nothing is left behind. (fasthttp's
+// hijacked connection does not close on Close.) Until then the tunnel
+// stays, as a half-closed one does (TestTunnelBackendHalfClose): a FIN does
+// not tell a backend that is gone from one that still reads.
 func TestTunnelBackendCloses(t *testing.T) {
 	b := newBackend(t, wsAcceptOnly(func(net.Conn) {}))
 	p := testPool(t, "wrr", b.addr)
@@ -96,6 +99,7 @@ func TestTunnelBackendCloses(t *testing.T) {
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("client read %v, want the close", err)
 	}
+	c.Close()
 	released(t, s, p, 5*time.Second)
 }
 

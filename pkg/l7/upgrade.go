@@ -9,12 +9,13 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
 // isWebSocket reports a well-formed WebSocket upgrade request (RFC 6455
 // §4.1): GET, Upgrade: websocket, Connection naming upgrade, no body.
+// fasthttp's Peek("Connection") is the whole list the client sent
+// (TestFasthttpConnectionHeaderValue).
 func isWebSocket(ctx *fasthttp.RequestCtx) bool {
 	h := &ctx.Request.Header
 	return h.IsGet() && hasToken(h.Peek("Upgrade"), "websocket") &&
@@ -24,7 +25,8 @@ func isWebSocket(ctx *fasthttp.RequestCtx) bool {
 // tunnel proxies a WebSocket upgrade: the request goes to a backend on a
 // connection of its own (not the keep-alive pool), and once the backend
 // answers 101 the client's connection is hijacked and bytes flow both ways
-// untouched until either side closes. Routing, auth and rate limits have
+// untouched until both sides are done: a half-close passes through, either
+// way. Routing, auth and rate limits have
 // already run, so nothing tunnels past them.
 func (p *proxyStage) tunnel(x *exchange) {
 	ctx := x.ctx
@@ -35,36 +37,24 @@ func (p *proxyStage) tunnel(x *exchange) {
 	ctx.Request.Header.Set("Connection", "Upgrade")
 	ctx.Request.Header.SetBytesV("Upgrade", upgrade)
 
-	snap := r.Pool.Snapshot()
-	if len(snap.Backends) == 0 {
-		r.stats.noBackend.Add(1)
-		ctx.Error("no backend available", fasthttp.StatusServiceUnavailable)
+	snap := x.backends()
+	if snap == nil {
 		return
 	}
-	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
+	// Picked, dialled and retried as a proxied request is (tryBackends),
+	// but on a connection of its own.
 	var conn net.Conn
 	var b *pool.Backend
 	var loop int
-	for attempt := 0; attempt <= x.st.cfg.Retries && x.tried.Len() < balancer.MaxTried; attempt++ {
-		if b, loop = x.pick(snap, key); b == nil {
-			break
-		}
-		c, err := net.DialTimeout("tcp", b.Addr.String(), x.st.cfg.ConnectTimeout)
-		if err != nil {
-			b.Stats(loop).ConnectErrors.Add(1)
-			r.Pool.ConnectFailed(b)
-			continue
-		}
-		conn = c
-		break
-	}
-	if conn == nil {
+	if done, _ := x.tryBackends(snap, func(cand *pool.Backend, l int) (err error) {
+		conn, err = dialBackend(cand.Addr.String(), x.st.cfg.ConnectTimeout)
+		b, loop = cand, l
+		return err
+	}); !done {
 		r.stats.backendErrors.Add(1)
 		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
 		return
 	}
-	r.Pool.ConnectSucceeded(b)
-	x.backend = b.Name
 
 	// The handshake is bounded by the read and write timeouts.
 	conn.SetDeadline(time.Now().Add(x.st.cfg.ReadTimeout))
@@ -104,12 +94,14 @@ func (p *proxyStage) tunnel(x *exchange) {
 	// fasthttp skips a hijack handler after writing the answer of a
 	// request that closes its connection (Connection: close, HTTP/1.0,
 	// a server shutting down), which would leave the backend connection
-	// and its count behind. With no answer to write it always runs it.
+	// and its count behind. With no answer to write it always runs it
+	// (TestFasthttpHijackNoResponse).
 	answer := append([]byte(nil), ctx.Response.Header.Header()...)
 	ctx.HijackSetNoResponse(true)
 	wc := clientConn(ctx.Conn())
 	// Should the handler never run (the client went away while an
-	// earlier pipelined answer was flushed), the backend connection goes
+	// earlier pipelined answer was flushed:
+	// TestFasthttpHijackAfterPipelinedAnswer), the backend connection goes
 	// after the read timeout.
 	var claimed atomic.Bool // by the handler, or by the timer
 	orphan := time.AfterFunc(x.st.cfg.ReadTimeout, func() {
@@ -136,34 +128,51 @@ func (p *proxyStage) tunnel(x *exchange) {
 			// From here on the tunnel timeout bounds the connection, and a
 			// cut or a shutdown closes both sides.
 			wc.tunnel(conn)
-			// fasthttp's hijacked connection does not close on Close:
+			// fasthttp's hijacked connection does not close on Close
+			// (TestFasthttpHijackedConn):
 			// the client is closed here, through lbd's connection, so
 			// that the other copy ends and the watchdog forgets it.
 			defer wc.Close()
 		}
+		// Each copy passes the end of its side's bytes on as a half-close,
+		// and the other direction goes on: a client that half-closed
+		// still gets the rest of the backend's answer, a backend that
+		// half-closed still gets the rest of the client's bytes. A copy
+		// that fails (a reset, a cut, a close) ends both sides at once.
+		// The tunnel ends when both copies have; the tunnel timeout bounds
+		// a side that neither sends nor closes after the other is done.
+		clientSide := client
+		if wc != nil {
+			clientSide = wc.Conn
+		}
 		done := make(chan int64, 1)
 		go func() {
 			n, err := io.Copy(conn, client)
-			if err != nil {
-				// The client's side failed or was closed: end the
-				// backend's side too, which ends the other copy.
+			if err != nil || !closeWrite(conn) {
+				// End the backend's side, which ends the other copy.
 				conn.Close()
-			} else if tc, ok := conn.(*net.TCPConn); ok {
-				// The client is done sending: pass the half-close on.
-				tc.CloseWrite()
 			}
 			done <- n
 		}()
-		// br holds whatever the backend sent right after its 101.
-		n, _ := io.Copy(client, br)
+		// br holds whatever the backend sent right after its 101
+		// (TestFasthttpUpgradeResponseHeader).
+		n, err := io.Copy(client, br)
 		stats.BytesToClient.Add(uint64(n))
-		// The backend closed: end the client's side too, which ends the
-		// copy above.
-		if wc != nil {
-			wc.Close()
-		} else {
-			client.Close()
+		if err != nil || !closeWrite(clientSide) {
+			// End the client's side too, which ends the copy above.
+			if wc != nil {
+				wc.Close()
+			} else {
+				client.Close()
+			}
 		}
 		stats.BytesToBackend.Add(uint64(<-done))
 	})
+}
+
+// closeWrite half-closes c, and reports whether it could: how a tunnel
+// passes on that one side is done sending.
+func closeWrite(c net.Conn) bool {
+	cw, ok := c.(interface{ CloseWrite() error })
+	return ok && cw.CloseWrite() == nil
 }

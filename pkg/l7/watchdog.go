@@ -188,7 +188,8 @@ func (w *watchdog) cut(c *timed, s uint64, now int64) (closeIt bool) {
 	case phTunnel:
 		return true // tunnelEnds: both sides
 	default:
-		// The read fails; a 408 fasthttp then answers may still go out.
+		// The read fails; a 408 fasthttp then answers may still go out
+		// (TestFasthttpErrorHandler).
 		c.conn.SetReadDeadline(cutTime)
 	}
 	return false

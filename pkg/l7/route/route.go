@@ -228,7 +228,8 @@ func (t *Table) Len() int { return len(t.routes) }
 // and returns nil if it is absent; names are passed in canonical MIME form
 // ("X-Tenant") and must be neither modified nor retained. If a header
 // occurs more than once, the lookup decides which value counts (fasthttp's
-// Peek and net/http's Get take the first), and the HTTP layer should make
+// Peek and net/http's Get take the first; pinned in package l7 by
+// TestFasthttpDuplicateHeaders), and the HTTP layer should make
 // sure the backend does not read another one. A nil header function means
 // no headers are present.
 //
@@ -352,7 +353,7 @@ func hasPrefix[T text](path T, prefix string) bool {
 // canonicalName returns the canonical MIME form of a header name token:
 // upper case after the start and after each '-', lower case elsewhere. Both
 // net/http and fasthttp store names this way, so their lookups need no
-// further work.
+// further work (pinned in package l7 by TestFasthttpHeaderNamesNormalized).
 func canonicalName(s string) string {
 	b := []byte(s)
 	upper := true
