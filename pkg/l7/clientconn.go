@@ -56,8 +56,9 @@ const (
 // maxLingering bounds the connections of a Server that linger at once: they
 // no longer count against max_connections, so without a bound a client could
 // hold descriptors by the thousand with refused uploads. Past it a
-// connection closes at once. A variable for tests.
-var maxLingering int64 = 1024
+// connection closes at once. Each watchdog holds its own copy, which tests
+// lower.
+const maxLingering = 1024
 
 type tlsServerConn struct {
 	*serverConn
@@ -184,7 +185,7 @@ func (c *serverConn) Close() error {
 	c.w.forget(&c.timed)
 	if c.linger {
 		c.linger = false
-		if n := c.w.lingering.Add(1); n <= maxLingering {
+		if n := c.w.lingering.Add(1); n <= c.w.maxLingering.Load() {
 			if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 				// The answer is out, with a FIN after it; reading on lets
 				// the client see it before the close resets the

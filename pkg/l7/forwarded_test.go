@@ -108,6 +108,7 @@ func headerValues(raw, name string) []string {
 // for tokens that pass.
 type authRoutes struct {
 	admin, public *recorder
+	srv           *Server
 	addr          string
 	token         string
 }
@@ -133,7 +134,7 @@ func newAuthRoutes(t *testing.T, mode target.Mode, extra ...Route) *authRoutes {
 	routes := append(extra,
 		Route{Name: "admin", Spec: route.Spec{PathPrefix: "/admin/"}, Pool: testPool(t, "wrr", a.admin.addr), Auth: v},
 		Route{Name: "public", Spec: route.Spec{}, Pool: testPool(t, "wrr", a.public.addr)})
-	_, a.addr = startServer(t, Config{Now: func() time.Time { return now }, Routes: routes, PathNormalization: mode})
+	a.srv, a.addr = startServer(t, Config{Now: func() time.Time { return now }, Routes: routes, PathNormalization: mode})
 	return a
 }
 

@@ -264,11 +264,8 @@ func TestStalledBodyTimesOut(t *testing.T) {
 // closes at once instead of lingering, so lingering connections cannot
 // pile up beyond the bound.
 func TestLingeringBounded(t *testing.T) {
-	old := maxLingering
-	maxLingering = 2
-	// Restored after the server's own cleanup, which runs first.
-	t.Cleanup(func() { maxLingering = old })
 	a := newAuthRoutes(t, target.Strict)
+	a.srv.watch.maxLingering.Store(2)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {

@@ -84,6 +84,8 @@ type watchdog struct {
 	// lingering counts the connections closing in lingerClose, and
 	// lingerers holds them (under mu), for waitClients and closeAll.
 	lingering atomic.Int64
+	// maxLingering bounds lingering (see the constant of that name).
+	maxLingering atomic.Int64
 	lingerers map[net.Conn]struct{}
 	stopping  bool
 	start     sync.Once
@@ -100,6 +102,7 @@ func newWatchdog(header, idle, write, read, tunnel time.Duration) *watchdog {
 		lingerers: map[net.Conn]struct{}{},
 		stop:      make(chan struct{}),
 	}
+	w.maxLingering.Store(maxLingering)
 	return w
 }
 
