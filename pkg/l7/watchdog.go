@@ -86,10 +86,10 @@ type watchdog struct {
 	lingering atomic.Int64
 	// maxLingering bounds lingering (see the constant of that name).
 	maxLingering atomic.Int64
-	lingerers map[net.Conn]struct{}
-	stopping  bool
-	start     sync.Once
-	stop      chan struct{}
+	lingerers    map[net.Conn]struct{}
+	stopping     bool
+	start        sync.Once
+	stop         chan struct{}
 }
 
 func newWatchdog(header, idle, write, read, tunnel time.Duration) *watchdog {
