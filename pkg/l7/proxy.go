@@ -231,7 +231,7 @@ func (p *proxyStage) serve(x *exchange) {
 	streaming := wantsEventStream(req.Header.Peek("Accept"))
 	uploadsFull := false
 	for attempt := 0; attempt < attempts && x.tried.Len() < balancer.MaxTried; attempt++ {
-		b, loop := x.pick(snap, key)
+		b := x.pick(snap, key)
 		if b == nil {
 			break
 		}
@@ -242,7 +242,7 @@ func (p *proxyStage) serve(x *exchange) {
 			continue
 		}
 		hc := p.s.client(b, x.st)
-		stats := b.Stats(loop)
+		stats := b.SharedStats()
 
 		b.Active.Add(1)
 		// The backend's answer goes into a response of its own, so that
@@ -576,18 +576,16 @@ func dropTrailer(h *fasthttp.RequestHeader) {
 }
 
 // pick picks a backend of snap not tried yet for the request, under a
-// picker slot, and notes it tried; nil when there is none. loop is the
-// slot's loop index, for the backend's per-loop stats.
-func (x *exchange) pick(snap *pool.Snapshot, key uint64) (b *pool.Backend, loop int) {
+// picker slot, and notes it tried; nil when there is none.
+func (x *exchange) pick(snap *pool.Snapshot, key uint64) *pool.Backend {
 	slot := sharedSlots.acquire()
-	loop = x.st.cfg.LoopBase + slot
-	i := snap.Balancer.Pick(key, loop, &x.tried)
+	i := snap.Balancer.Pick(key, x.st.cfg.LoopBase+slot, &x.tried)
 	sharedSlots.release(slot)
 	if i < 0 {
-		return nil, loop
+		return nil
 	}
 	x.tried.Add(i)
-	return snap.Backends[i], loop
+	return snap.Backends[i]
 }
 
 // prepareRequest strips hop-by-hop headers, and from an untrusted peer the

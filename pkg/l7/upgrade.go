@@ -44,14 +44,13 @@ func (p *proxyStage) tunnel(x *exchange) {
 	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
 	var conn net.Conn
 	var b *pool.Backend
-	var loop int
 	for attempt := 0; attempt <= x.st.cfg.Retries && x.tried.Len() < balancer.MaxTried; attempt++ {
-		if b, loop = x.pick(snap, key); b == nil {
+		if b = x.pick(snap, key); b == nil {
 			break
 		}
 		c, err := net.DialTimeout("tcp", b.Addr.String(), x.st.cfg.ConnectTimeout)
 		if err != nil {
-			b.Stats(loop).ConnectErrors.Add(1)
+			b.SharedStats().ConnectErrors.Add(1)
 			r.Pool.ConnectFailed(b)
 			continue
 		}
@@ -117,7 +116,7 @@ func (p *proxyStage) tunnel(x *exchange) {
 			conn.Close()
 		}
 	})
-	stats := b.Stats(loop)
+	stats := b.SharedStats()
 	ctx.Hijack(func(client net.Conn) {
 		orphan.Stop()
 		defer conn.Close()

@@ -398,3 +398,44 @@ func TestHealthPerPool(t *testing.T) {
 		t.Fatal("live pool's view not published")
 	}
 }
+
+// TestSharedStats: counts made through the shared shards from many
+// goroutines at once, beside a loop's own, all reach Totals; run with
+// -race.
+func TestSharedStats(t *testing.T) {
+	p, err := New(spec("wrr", 1), Options{Loops: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b := p.Backends()[0]
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				s := b.SharedStats()
+				s.Connections.Add(1)
+				s.BytesToClient.Add(3)
+			}
+		}()
+	}
+	b.Stats(1).Connections.Add(5)
+	wg.Wait()
+	if conns, _, _, toClient := b.Totals(); conns != 8005 || toClient != 24000 {
+		t.Fatalf("Totals: %d connections, %d bytes to client; want 8005, 24000", conns, toClient)
+	}
+}
+
+func TestSharedStatsNoAllocs(t *testing.T) {
+	p, err := New(spec("wrr", 1), Options{Loops: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b := p.Backends()[0]
+	if n := testing.AllocsPerRun(1000, func() { b.SharedStats().Connections.Add(1) }); n != 0 {
+		t.Fatalf("%v allocations per SharedStats", n)
+	}
+}
