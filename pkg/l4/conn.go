@@ -61,7 +61,8 @@ type conn struct {
 
 	ln      *Listener
 	cfg     *ListenerConfig
-	snap    *pool.Snapshot // while connecting, for retries
+	snap    *pool.Snapshot  // while connecting, for retries
+	picker  balancer.Picker // the loop's picker for snap
 	backend *pool.Backend
 	tried   balancer.Tried
 	tries   int
@@ -154,17 +155,32 @@ func trusted(nets []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
+// picker returns the loop's picker for snap, a snapshot of ln's pool: the
+// one it keeps for ln, made anew when the pool has published another
+// snapshot since. Every loop picks with pickers of its own, so that no two
+// cores share a lock or a written cache line, and a pick allocates nothing.
+func (l *loop) picker(ln *Listener, snap *pool.Snapshot) balancer.Picker {
+	lp := &ln.pickers[l.id]
+	if lp.snap != snap {
+		lp.snap, lp.picker = snap, snap.Balancer.NewPicker()
+	}
+	return lp.picker
+}
+
 // connect picks a backend not yet tried and starts a non-blocking connect
 // to it. When every allowed attempt has failed, the client is closed and
 // counted as no_backend.
 func (l *loop) connect(c *conn) {
 	if c.snap == nil {
 		c.snap = c.cfg.Pool.Snapshot()
+		// A retry keeps the picker of its snapshot, even once the loop
+		// has moved on to a newer one.
+		c.picker = l.picker(c.ln, c.snap)
 	}
 	snap := c.snap
 	key := balancer.HashKey(c.client.Addr(), c.client.Port(), snap.HashPort)
 	for c.tries <= c.cfg.Retries && c.tried.Len() < balancer.MaxTried {
-		idx := snap.Balancer.Pick(key, l.id, &c.tried)
+		idx := c.picker.Pick(key, &c.tried)
 		if idx < 0 {
 			break
 		}
@@ -318,7 +334,7 @@ func (l *loop) connected(c *conn) {
 	// The connect started ConnectTimeout before its deadline.
 	c.cfg.Pool.ObserveConnect(l.id, time.Duration(l.now-c.deadline)+c.cfg.ConnectTimeout)
 	c.cfg.Pool.ConnectSucceeded(b)
-	c.snap = nil
+	c.snap, c.picker = nil, nil
 	c.state = stForwarding
 	c.lastSeen = l.now
 	c.rd[sideBackend], c.wr[sideBackend] = true, true
@@ -690,7 +706,7 @@ func (l *loop) closeConn(c *conn, reset bool) {
 	l.activeCount.Store(l.activeConn)
 	c.state = stFree
 	c.queued = false
-	c.snap = nil
+	c.snap, c.picker = nil, nil
 	c.ln, c.cfg = nil, nil
 	c.header = nil
 	c.gen = (c.gen + 1) & genMask

@@ -24,28 +24,6 @@ const (
 	MaxIdleConnDuration = 30 * time.Second
 )
 
-// pickers are the Slots picker slots (see Slots).
-type pickers struct {
-	next  atomic.Uint32
-	slots [Slots]sync.Mutex
-}
-
-// acquire returns a locked slot: the first free one from a rotating start,
-// or, when every slot is busy, the start slot once it frees up.
-func (p *pickers) acquire() int {
-	start := int(p.next.Add(1) % Slots)
-	for i := 0; i < Slots; i++ {
-		j := (start + i) % Slots
-		if p.slots[j].TryLock() {
-			return j
-		}
-	}
-	p.slots[start].Lock()
-	return start
-}
-
-func (p *pickers) release(i int) { p.slots[i].Unlock() }
-
 // dialError marks a failure to connect, the one failure that may be retried
 // on another backend whatever happened to the request, since it never left.
 type dialError struct{ err error }
@@ -575,12 +553,11 @@ func dropTrailer(h *fasthttp.RequestHeader) {
 	}
 }
 
-// pick picks a backend of snap not tried yet for the request, under a
-// picker slot, and notes it tried; nil when there is none.
+// pick picks a backend of snap not tried yet for the request and notes it
+// tried; nil when there is none. Handlers run on any goroutine, so the pick
+// goes through the snapshot's own pickers (pool.Snapshot.Pick).
 func (x *exchange) pick(snap *pool.Snapshot, key uint64) *pool.Backend {
-	slot := sharedSlots.acquire()
-	i := snap.Balancer.Pick(key, x.st.cfg.LoopBase+slot, &x.tried)
-	sharedSlots.release(slot)
+	i := snap.Pick(key, &x.tried)
 	if i < 0 {
 		return nil
 	}

@@ -4,7 +4,7 @@
 // every change of state rebuilds the balancer over the eligible backends,
 // off the hot path, and publishes it as an immutable Snapshot through an
 // atomic pointer. The event loops read the snapshot on every new connection
-// and never take a lock.
+// and pick with pickers of their own; nothing on that path takes a lock.
 package pool
 
 import (
@@ -185,11 +185,37 @@ func (b *Backend) Totals() (conns, errs, toBackend, toClient uint64) {
 
 // Snapshot is the immutable set of backends eligible for new connections,
 // with the balancer built over exactly that slice.
+//
+// An event loop keeps a picker of its own per snapshot
+// (Balancer.NewPicker). Callers on arbitrary goroutines, such as the http
+// listeners, pick with Pick, through pickers that the snapshot keeps for
+// them.
 type Snapshot struct {
 	Backends []*Backend
 	Balancer balancer.Balancer
 	// HashPort makes the client port part of the maglev key.
 	HashPort bool
+
+	// pickers are Pick's pickers of Balancer, each held by one pick at a
+	// time.
+	pickers sync.Pool
+}
+
+// Pick returns the index in Backends of the backend for a new connection,
+// or -1 when every one is excluded by tried, like balancer.Picker.Pick. It
+// is safe for concurrent use from any goroutine: each call holds one of
+// the snapshot's pickers for the pick alone. sync.Pool keeps them per core,
+// so goroutines on different cores share no lock and no picker, and a
+// goroutine mostly meets the picker its core used last, whose sequence
+// (wrr) stays smooth. Once a core has a picker, Pick allocates nothing.
+func (s *Snapshot) Pick(key uint64, tried *balancer.Tried) int {
+	pk, _ := s.pickers.Get().(balancer.Picker)
+	if pk == nil {
+		pk = s.Balancer.NewPicker()
+	}
+	i := pk.Pick(key, tried)
+	s.pickers.Put(pk)
+	return i
 }
 
 // Errors from operator actions.
@@ -515,7 +541,7 @@ func (p *Pool) buildLocked(set []*Backend) (balancer.Balancer, error) {
 		}
 		bb[i] = balancer.Backend{Name: b.Name, Weight: w, Active: &b.Active}
 	}
-	return balancer.New(p.spec.Algorithm, bb, balancer.Options{Loops: p.opts.Loops, TableSize: p.spec.MaglevTableSize})
+	return balancer.New(p.spec.Algorithm, bb, balancer.Options{TableSize: p.spec.MaglevTableSize})
 }
 
 // ConnectFailed records a failed connect to b seen by the data plane.

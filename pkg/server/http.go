@@ -201,7 +201,7 @@ func routeName(r config.Route, i int, seen map[string]bool) string {
 // l7Config turns an http listener's config into the l7 server's.
 func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verifiers map[string]*auth.Verifier) (l7.Config, error) {
 	c := limits(lc)
-	c.Name, c.TrustedProxies, c.Retries, c.LoopBase = lc.Name, lc.TrustedProxies, lc.Retries, s.engine.Loops()
+	c.Name, c.TrustedProxies, c.Retries = lc.Name, lc.TrustedProxies, lc.Retries
 	mode, err := target.ParseMode(lc.PathNormalization)
 	if err != nil {
 		return c, fmt.Errorf("listener %q: %w", lc.Name, err)
