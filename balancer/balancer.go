@@ -1,8 +1,12 @@
 // Package balancer chooses the backend for each new TCP connection or UDP
 // flow. It performs no I/O and imports nothing from pkg/: the pool package
 // builds a Balancer from the backends that are currently eligible (up and
-// neither draining nor disabled) and publishes it atomically; the event loops
-// call Pick on every new connection.
+// neither draining nor disabled) and publishes it atomically. A Balancer is
+// immutable and shared; whoever picks holds a Picker of its own, made by the
+// Balancer, with whatever state the algorithm keeps between picks (the wrr
+// position, the p2c random sequence). An event loop keeps one Picker per
+// balancer and calls Pick on every new connection, so that no two cores
+// share a lock or a written cache line.
 package balancer
 
 import "sync/atomic"
@@ -64,24 +68,38 @@ func (t *Tried) Len() int {
 // Reset empties the set.
 func (t *Tried) Reset() { t.n = 0 }
 
-// Balancer picks a backend. Implementations are immutable after
-// construction apart from per-loop state, and safe for concurrent use by
-// the event loops without locks.
+// Balancer is the algorithm built over one set of backends. It is immutable
+// after construction and safe for concurrent use; picking goes through the
+// Pickers it makes.
 type Balancer interface {
+	// NewPicker returns a Picker over the balancer's backends with state of
+	// its own, for one caller at a time. It allocates, so a caller makes one
+	// per balancer and keeps it (an event loop), or keeps a pool of them
+	// (callers on arbitrary goroutines), rather than one per pick.
+	NewPicker() Picker
+}
+
+// Picker picks backends. A Picker is not safe for concurrent use: each
+// goroutine that picks uses its own, or holds one exclusively for the pick.
+// Two Pickers of one Balancer never share written memory, and Pick
+// allocates nothing.
+type Picker interface {
 	// Pick returns the index, in the slice the balancer was built from, of
 	// the backend for a new connection, or -1 when every backend is
 	// excluded by tried. key is the flow key from HashKey (only maglev
-	// reads it).
-	// loop is the calling event loop's index, 0 <= loop < Options.Loops; a
-	// stateful algorithm (wrr) keeps separate state per loop so that loops
-	// never share a lock or a written cache line.
-	Pick(key uint64, loop int, tried *Tried) int
+	// reads it). A stateful algorithm (wrr) advances the picker's own
+	// sequence, which is smooth on its own.
+	Pick(key uint64, tried *Tried) int
 }
 
 // Options tunes construction.
 type Options struct {
-	// Loops is the number of event loops that will call Pick. 0 means 1.
-	Loops int
 	// TableSize is the Maglev lookup table size, a prime. 0 means 65537.
 	TableSize int
 }
+
+// pickerSize is the size of every stateful picker: 128 bytes, a size class
+// of the Go allocator whose objects are 128-byte aligned, so that a picker
+// has two cache lines of its own (the adjacent-line prefetcher fetches them
+// in pairs) and two pickers written by two cores never share one.
+const pickerSize = 128

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 )
 
 var algorithms = []string{AlgorithmMaglev, AlgorithmLeastConn, AlgorithmWRR, AlgorithmP2C}
@@ -21,8 +22,8 @@ func TestNew(t *testing.T) {
 		want     error
 	}{
 		{"maglev", AlgorithmMaglev, ok, Options{}, nil},
-		{"least_conn", AlgorithmLeastConn, ok, Options{Loops: 4}, nil},
-		{"wrr", AlgorithmWRR, ok, Options{Loops: 4}, nil},
+		{"least_conn", AlgorithmLeastConn, ok, Options{}, nil},
+		{"wrr", AlgorithmWRR, ok, Options{}, nil},
 		{"p2c", AlgorithmP2C, ok, Options{}, nil},
 		{"unknown", "round_robin", ok, Options{}, ErrUnknownAlgorithm},
 		{"empty name", "", ok, Options{}, ErrUnknownAlgorithm},
@@ -55,7 +56,7 @@ func TestNoBackends(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", alg, err)
 		}
-		if got := b.Pick(42, 0, nil); got != -1 {
+		if got := b.NewPicker().Pick(42, nil); got != -1 {
 			t.Errorf("%s: Pick = %d, want -1", alg, got)
 		}
 	}
@@ -63,7 +64,7 @@ func TestNoBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mg.Pick(1, 0, nil) != -1 || mg.Owner(0) != -1 {
+	if mg.Pick(1, nil) != -1 || mg.NewPicker().Pick(1, nil) != -1 || mg.Owner(0) != -1 {
 		t.Error("empty Maglev picks a backend")
 	}
 }
@@ -77,18 +78,19 @@ func TestTriedExclusion(t *testing.T) {
 		for _, n := range []int{1, 2, 3, 5, 16, 17, 40} {
 			t.Run(fmt.Sprintf("%s/n=%d", alg, n), func(t *testing.T) {
 				bs := backends(n, func(i int) int { return []int{1, 10000, 3, 1, 7}[i%5] })
-				b, err := New(alg, bs, Options{Loops: 2, TableSize: 1009})
+				b, err := New(alg, bs, Options{TableSize: 1009})
 				if err != nil {
 					t.Fatal(err)
 				}
+				pickers := []Picker{b.NewPicker(), b.NewPicker()}
 				for range 3000 {
 					var tried Tried
 					for range r.IntN(MaxTried + 3) {
 						tried.Add(r.IntN(n + 2))
 					}
 					all := allTried(&tried, n)
-					for loop := range 2 {
-						got := b.Pick(r.Uint64(), loop, &tried)
+					for _, pk := range pickers {
+						got := pk.Pick(r.Uint64(), &tried)
 						switch {
 						case all && got != -1:
 							t.Fatalf("all tried (%v), Pick = %d", tried.idx[:tried.n], got)
@@ -111,10 +113,11 @@ func TestRetrySequence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		pk := b.NewPicker()
 		var tried Tried
 		seen := map[int]bool{}
 		for {
-			i := b.Pick(12345, 0, &tried)
+			i := pk.Pick(12345, &tried)
 			if i < 0 {
 				break
 			}
@@ -130,21 +133,22 @@ func TestRetrySequence(t *testing.T) {
 	}
 }
 
-func TestPickAllocs(t *testing.T) {
+func TestPickNoAllocs(t *testing.T) {
 	for _, alg := range algorithms {
 		bs := backends(20, func(i int) int { return 1 + i%3 })
 		b, err := New(alg, bs, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
+		pk := b.NewPicker()
 		var tried Tried
 		tried.Add(3)
 		tried.Add(7)
 		key := uint64(0)
 		allocs := testing.AllocsPerRun(1000, func() {
 			key += golden64
-			b.Pick(key, 0, nil)
-			b.Pick(key, 0, &tried)
+			pk.Pick(key, nil)
+			pk.Pick(key, &tried)
 		})
 		if allocs != 0 {
 			t.Errorf("%s: %v allocations per pick", alg, allocs)
@@ -152,13 +156,14 @@ func TestPickAllocs(t *testing.T) {
 	}
 }
 
-// TestConcurrentLoops runs every algorithm from several goroutines, one per
-// loop index, as the data plane does; run with -race.
-func TestConcurrentLoops(t *testing.T) {
+// TestConcurrentPickers runs every algorithm from several goroutines, each
+// with a picker of its own made concurrently with the others', as the
+// event loops do; run with -race.
+func TestConcurrentPickers(t *testing.T) {
 	const loops = 4
 	for _, alg := range algorithms {
 		bs := backends(9, func(i int) int { return 1 + i })
-		b, err := New(alg, bs, Options{Loops: loops})
+		b, err := New(alg, bs, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,9 +172,10 @@ func TestConcurrentLoops(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				pk := b.NewPicker()
 				var tried Tried
 				for k := range 2000 {
-					i := b.Pick(mix64(uint64(k*loops+l)), l, &tried)
+					i := pk.Pick(mix64(uint64(k*loops+l)), &tried)
 					bs[i].Active.Add(1)
 					if k%3 == 0 {
 						bs[i].Active.Add(-1)
@@ -205,5 +211,22 @@ func TestHashKey(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { HashKey(v4, 80, true) }); n != 0 {
 		t.Errorf("HashKey allocates %v", n)
+	}
+}
+
+// TestPickerSize: every stateful picker fills exactly pickerSize bytes, the
+// size class that keeps it on cache lines of its own.
+func TestPickerSize(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size uintptr
+	}{
+		{"wrr", unsafe.Sizeof(wrrPicker{})},
+		{"least_conn", unsafe.Sizeof(leastConnPicker{})},
+		{"p2c", unsafe.Sizeof(p2cPicker{})},
+	} {
+		if tc.size != pickerSize {
+			t.Errorf("%s picker: %d bytes, want %d", tc.name, tc.size, pickerSize)
+		}
 	}
 }

@@ -52,7 +52,7 @@ func FuzzMaglev(f *testing.F) {
 			return
 		}
 		if len(bs) == 0 {
-			if mg.Pick(key, 0, nil) != -1 {
+			if mg.Pick(key, nil) != -1 {
 				t.Fatal("empty table picks a backend")
 			}
 			return
@@ -80,14 +80,14 @@ func FuzzMaglev(f *testing.F) {
 
 // checkPick asserts that Pick excludes the backends of triedMask and
 // returns -1 exactly when all are excluded.
-func checkPick(t *testing.T, b Balancer, n int, key uint64, triedMask uint16) {
+func checkPick(t *testing.T, b Picker, n int, key uint64, triedMask uint16) {
 	var tried Tried
 	for i := 0; i < 16; i++ {
 		if triedMask&(1<<i) != 0 {
 			tried.Add(i)
 		}
 	}
-	got := b.Pick(key, 0, &tried)
+	got := b.Pick(key, &tried)
 	if allTried(&tried, n) {
 		if got != -1 {
 			t.Fatalf("all %d tried, Pick = %d", n, got)
@@ -112,12 +112,13 @@ func FuzzPick(f *testing.F) {
 		for i := range bs {
 			bs[i].Active.Store(int64(ws[(i+2)%n] % 7))
 		}
-		b, err := New(algorithms[int(alg)%len(algorithms)], bs, Options{Loops: 1, TableSize: 1009})
+		b, err := New(algorithms[int(alg)%len(algorithms)], bs, Options{TableSize: 1009})
 		if err != nil {
 			t.Fatal(err)
 		}
+		pk := b.NewPicker()
 		for range 4 {
-			checkPick(t, b, n, key, triedMask)
+			checkPick(t, pk, n, key, triedMask)
 			key = mix64(key)
 		}
 	})

@@ -77,16 +77,22 @@ func reduce(x, n uint64) uint64 {
 	return hi
 }
 
-// loopRand is one event loop's random source for p2c and least_conn. Each
-// loop owns one, so a pick never writes a cache line another loop reads, and
-// tests can seed it for reproducible runs. It is a splitmix64 sequence:
-// statistically adequate for choosing backends and a couple of instructions.
-type loopRand struct {
+// pickRand is one picker's random source for p2c and least_conn. Each
+// picker owns one, within its own cache lines (pickerSize), so a pick never
+// writes a line another picker reads, and tests can seed it for
+// reproducible runs. It is a splitmix64 sequence: statistically adequate
+// for choosing backends and a couple of instructions.
+type pickRand struct {
 	s uint64
-	_ [120]byte // a line of its own, and the adjacent-line prefetcher's too
 }
 
-func (r *loopRand) next() uint64 {
+// seedPicker seeds the random source of the k-th picker made from seed:
+// every picker gets a sequence of its own.
+func seedPicker(seed, k uint64) pickRand {
+	return pickRand{s: mix64(seed + k*golden64)}
+}
+
+func (r *pickRand) next() uint64 {
 	r.s += golden64
 	return mix64(r.s)
 }

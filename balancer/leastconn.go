@@ -16,15 +16,6 @@ func countedOf(backends []Backend) []counted {
 	return cs
 }
 
-// seedLoops gives each loop its own random sequence, derived from seed.
-func seedLoops(loops int, seed uint64) []loopRand {
-	rs := make([]loopRand, loops)
-	for l := range rs {
-		rs[l].s = mix64(seed + uint64(l)*golden64)
-	}
-	return rs
-}
-
 // lighter reports whether a carries less load per weight than b:
 // a.active/a.weight < b.active/b.weight, cross-multiplied so that no
 // division or float is needed (active·weight stays far below 2^63).
@@ -36,22 +27,39 @@ func lighter(aActive, aWeight, bActive, bWeight int64) bool {
 // weight, scanning all of them: O(N) per pick.
 type leastConn struct {
 	backs []counted
-	rand  []loopRand
+	seed  uint64
+	// made counts the pickers made, each seeded differently.
+	made atomic.Uint64
 }
 
-var _ Balancer = (*leastConn)(nil)
+// leastConnPicker is one caller's least_conn: its random source breaks
+// ties.
+type leastConnPicker struct {
+	backs []counted
+	r     pickRand
+	_     [pickerSize - 32]byte
+}
 
-func newLeastConn(backends []Backend, loops int, seed uint64) *leastConn {
-	return &leastConn{backs: countedOf(backends), rand: seedLoops(loops, seed)}
+var (
+	_ Balancer = (*leastConn)(nil)
+	_ Picker   = (*leastConnPicker)(nil)
+)
+
+func newLeastConn(backends []Backend, seed uint64) *leastConn {
+	return &leastConn{backs: countedOf(backends), seed: seed}
+}
+
+// NewPicker returns a picker with a random sequence of its own.
+func (lc *leastConn) NewPicker() Picker {
+	return &leastConnPicker{backs: lc.backs, r: seedPicker(lc.seed, lc.made.Add(1)-1)}
 }
 
 // Pick returns the untried backend with the smallest Active/Weight. Ties are
 // broken uniformly at random (reservoir sampling over the tied backends),
-// so that connections arriving together on several loops, which all see the
-// same counts, do not herd onto the first backend. Pick panics if loop is
-// not in [0, Options.Loops).
-func (lc *leastConn) Pick(_ uint64, loop int, tried *Tried) int {
-	r := &lc.rand[loop]
+// so that connections arriving together through several pickers (event
+// loops), which all see the same counts, do not herd onto the first backend.
+func (lc *leastConnPicker) Pick(_ uint64, tried *Tried) int {
+	r := &lc.r
 	check := tried.Len() > 0
 	best, ties := -1, uint64(0)
 	var bestActive, bestWeight int64

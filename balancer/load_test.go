@@ -61,13 +61,13 @@ func TestLoadSpread(t *testing.T) {
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			bs := backends(tc.n, tc.weight)
-			lc := newLeastConn(bs, 1, 11)
-			pc := newP2C(bs, 1, 12)
-			random := newP2C(bs, 1, 13) // its draw alone is weighted random
+			lc := newLeastConn(bs, 11).NewPicker()
+			pc := newP2C(bs, 12).NewPicker()
+			random := newP2C(bs, 13).NewPicker().(*p2cPicker) // its draw alone is weighted random
 			const steps = 100000
-			gotLC := simulate(bs, tc.live, steps, 1, func() int { return lc.Pick(0, 0, nil) })
-			gotP2C := simulate(bs, tc.live, steps, 1, func() int { return pc.Pick(0, 0, nil) })
-			gotRandom := simulate(bs, tc.live, steps, 1, func() int { return random.draw(&random.rand[0]) })
+			gotLC := simulate(bs, tc.live, steps, 1, func() int { return lc.Pick(0, nil) })
+			gotP2C := simulate(bs, tc.live, steps, 1, func() int { return pc.Pick(0, nil) })
+			gotRandom := simulate(bs, tc.live, steps, 1, func() int { return random.p.draw(&random.r) })
 			t.Logf("worst max/mean: least_conn %.3f, p2c %.3f, random %.3f", gotLC, gotP2C, gotRandom)
 			if gotLC > tc.leastConn {
 				t.Errorf("least_conn: max/mean reached %.3f, want <= %.2f", gotLC, tc.leastConn)
@@ -88,7 +88,7 @@ func TestWeightedDraw(t *testing.T) {
 	for _, ws := range [][]int{{1, 10000}, {1, 2, 3, 4}, {10000, 10000, 1, 5000}, {7}} {
 		t.Run(fmt.Sprint(ws), func(t *testing.T) {
 			bs := backends(len(ws), func(i int) int { return ws[i] })
-			p := newP2C(bs, 1, 99)
+			p := newP2C(bs, 99).NewPicker().(*p2cPicker)
 			var total float64
 			for _, w := range ws {
 				total += float64(w)
@@ -96,7 +96,7 @@ func TestWeightedDraw(t *testing.T) {
 			const draws = 2_000_000
 			got := make([]float64, len(ws))
 			for range draws {
-				got[p.draw(&p.rand[0])]++
+				got[p.p.draw(&p.r)]++
 			}
 			for i, w := range ws {
 				want := float64(w) / total
@@ -141,11 +141,11 @@ func TestLeastConnTies(t *testing.T) {
 			for i, a := range tc.active {
 				bs[i].Active.Store(a)
 			}
-			lc := newLeastConn(bs, 1, 7)
+			lc := newLeastConn(bs, 7).NewPicker()
 			const picks = 400_000
 			got := make([]float64, len(bs))
 			for range picks {
-				got[lc.Pick(0, 0, &Tried{})]++
+				got[lc.Pick(0, &Tried{})]++
 			}
 			want := 1 / float64(len(tc.want))
 			tol := 5*sqrt(want*(1-want)/picks) + 1.0/picks

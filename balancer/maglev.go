@@ -46,7 +46,10 @@ type Maglev struct {
 	t32 []uint32
 }
 
-var _ Balancer = (*Maglev)(nil)
+var (
+	_ Balancer = (*Maglev)(nil)
+	_ Picker   = (*Maglev)(nil)
+)
 
 // NewMaglev builds a Maglev table over backends; opts.TableSize is the table
 // size (0 means DefaultTableSize). New(AlgorithmMaglev, ...) calls it; it is
@@ -301,14 +304,18 @@ func (c *calendar) sortByTime(due []int32) {
 	})
 }
 
+// NewPicker returns the table itself: a Maglev pick keeps no state, so the
+// table is a Picker that is safe for concurrent use.
+func (mg *Maglev) NewPicker() Picker { return mg }
+
 // Pick returns the backend that owns the key's slot. When that backend was
 // already tried, it walks the table from the slot with a stride derived
 // from the key, so the retry is as deterministic as the first pick and
-// lands on other backends in proportion to their shares. loop is unused.
+// lands on other backends in proportion to their shares.
 //
 // The slot of a key, key mod M, and the retry walk must never change, for
 // the same reason as the hashes (see hash.go).
-func (mg *Maglev) Pick(key uint64, _ int, tried *Tried) int {
+func (mg *Maglev) Pick(key uint64, tried *Tried) int {
 	if mg.n == 0 {
 		return -1
 	}

@@ -116,7 +116,7 @@ func TestMaglevWeightOne(t *testing.T) {
 			}
 			hits := 0
 			for k := uint64(0); k < uint64(tc.m); k++ { // one key per slot
-				if mg.Pick(k, 0, nil) == tc.heavy {
+				if mg.Pick(k, nil) == tc.heavy {
 					hits++
 				}
 			}
@@ -237,7 +237,7 @@ func TestMaglevPickFollowsTable(t *testing.T) {
 	mg := mustMaglev(t, bs, 1009)
 	for k := uint64(0); k < 5000; k++ {
 		key := mix64(k)
-		if got, want := mg.Pick(key, 0, nil), mg.Owner(mg.Slot(key)); got != want {
+		if got, want := mg.Pick(key, nil), mg.Owner(mg.Slot(key)); got != want {
 			t.Fatalf("Pick(%#x) = %d, table says %d", key, got, want)
 		}
 	}
@@ -253,8 +253,8 @@ func TestMaglevRetry(t *testing.T) {
 	got := make([]int, 4)
 	for k := uint64(0); k < 200000; k++ {
 		key := mix64(k)
-		b := mg.Pick(key, 0, &tried)
-		if b2 := mg.Pick(key, 0, &tried); b2 != b {
+		b := mg.Pick(key, &tried)
+		if b2 := mg.Pick(key, &tried); b2 != b {
 			t.Fatalf("retry of %#x gave %d then %d", key, b, b2)
 		}
 		got[b]++

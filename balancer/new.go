@@ -34,15 +34,14 @@ var (
 )
 
 // New builds the balancer named by algorithm over backends. The indices
-// that Pick returns are indices into backends. The balancer keeps no
+// that its Pickers return are indices into backends. The balancer keeps no
 // reference to the slice, only to the Active counters, so the caller may
-// reuse it. An empty backends gives a balancer whose Pick always returns -1
-// (the pool's no_backend case).
+// reuse it. An empty backends gives a balancer whose Pickers always return
+// -1 (the pool's no_backend case).
 //
 // New runs off the hot path, whenever membership, weight or state changes;
 // the caller publishes the result atomically.
 func New(algorithm string, backends []Backend, opts Options) (Balancer, error) {
-	loops := max(opts.Loops, 1)
 	var needActive, needName bool
 	switch algorithm {
 	case AlgorithmMaglev:
@@ -66,11 +65,11 @@ func New(algorithm string, backends []Backend, opts Options) (Balancer, error) {
 	case AlgorithmMaglev:
 		return NewMaglev(backends, opts)
 	case AlgorithmLeastConn:
-		return newLeastConn(backends, loops, rand.Uint64()), nil
+		return newLeastConn(backends, rand.Uint64()), nil
 	case AlgorithmP2C:
-		return newP2C(backends, loops, rand.Uint64()), nil
+		return newP2C(backends, rand.Uint64()), nil
 	default:
-		return newWRR(backends, loops), nil
+		return newWRR(backends), nil
 	}
 }
 
@@ -101,13 +100,17 @@ func validate(backends []Backend, needActive, needName bool) error {
 	return nil
 }
 
-// none is the balancer of a pool without eligible backends.
+// none is the balancer of a pool without eligible backends, and its own
+// picker.
 type none struct{}
 
 var _ Balancer = none{}
 
+// NewPicker returns the balancer itself: it has no state.
+func (none) NewPicker() Picker { return none{} }
+
 // Pick always reports that no backend is available.
-func (none) Pick(uint64, int, *Tried) int { return -1 }
+func (none) Pick(uint64, *Tried) int { return -1 }
 
 // allTried reports whether tried covers every index in [0, n). Tried holds
 // at most MaxTried entries, so for larger pools this is false without a

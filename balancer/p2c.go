@@ -1,5 +1,7 @@
 package balancer
 
+import "sync/atomic"
+
 // p2c is the power of two choices: draw two distinct backends at random,
 // each with probability proportional to its weight, and keep the one with
 // fewer active connections per weight. It needs no scan of the pool, yet
@@ -15,7 +17,16 @@ type p2c struct {
 	keep  []uint64
 	alias []int32
 	equal bool // all weights equal: draw indices directly
-	rand  []loopRand
+	seed  uint64
+	// made counts the pickers made, each seeded differently.
+	made atomic.Uint64
+}
+
+// p2cPicker is one caller's p2c: its random source makes the draws.
+type p2cPicker struct {
+	p *p2c
+	r pickRand
+	_ [pickerSize - 16]byte
 }
 
 // maxRedraw bounds the alias redraws when the second draw hits the first
@@ -23,10 +34,13 @@ type p2c struct {
 // weight line.
 const maxRedraw = 3
 
-var _ Balancer = (*p2c)(nil)
+var (
+	_ Balancer = (*p2c)(nil)
+	_ Picker   = (*p2cPicker)(nil)
+)
 
-func newP2C(backends []Backend, loops int, seed uint64) *p2c {
-	p := &p2c{backs: countedOf(backends), start: make([]uint64, len(backends)+1), equal: true, rand: seedLoops(loops, seed)}
+func newP2C(backends []Backend, seed uint64) *p2c {
+	p := &p2c{backs: countedOf(backends), start: make([]uint64, len(backends)+1), equal: true, seed: seed}
 	for i, b := range backends {
 		p.start[i+1] = p.start[i] + uint64(b.Weight)
 		p.equal = p.equal && b.Weight == backends[0].Weight
@@ -71,8 +85,13 @@ func aliasTable(backends []Backend, total uint64) ([]uint64, []int32) {
 	return keep, alias
 }
 
+// NewPicker returns a picker with a random sequence of its own.
+func (p *p2c) NewPicker() Picker {
+	return &p2cPicker{p: p, r: seedPicker(p.seed, p.made.Add(1)-1)}
+}
+
 // draw picks a backend with probability weight/total.
-func (p *p2c) draw(r *loopRand) int {
+func (p *p2c) draw(r *pickRand) int {
 	c := reduce(r.next(), uint64(len(p.keep)))
 	if reduce(r.next(), p.start[len(p.keep)]) < p.keep[c] {
 		return int(c)
@@ -80,11 +99,10 @@ func (p *p2c) draw(r *loopRand) int {
 	return int(p.alias[c])
 }
 
-// Pick draws two distinct untried backends and returns the lighter. It
-// panics if loop is not in [0, Options.Loops).
-func (p *p2c) Pick(_ uint64, loop int, tried *Tried) int {
+// Pick draws two distinct untried backends and returns the lighter.
+func (pk *p2cPicker) Pick(_ uint64, tried *Tried) int {
+	p, r := pk.p, &pk.r
 	n := len(p.backs)
-	r := &p.rand[loop]
 	if tried.Len() > 0 {
 		return p.pickExcluding(r, tried)
 	}
@@ -150,7 +168,7 @@ func (p *p2c) find(u uint64) int {
 // The tried indices go, sorted and without duplicates, into a small array
 // on the stack; a draw is made on the weight line with their intervals cut
 // out and mapped back by stepping over each cut interval below it.
-func (p *p2c) pickExcluding(r *loopRand, tried *Tried) int {
+func (p *p2c) pickExcluding(r *pickRand, tried *Tried) int {
 	n := len(p.backs)
 	var cut [MaxTried + 1]int32
 	k := 0

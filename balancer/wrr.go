@@ -1,6 +1,9 @@
 package balancer
 
-import "math"
+import (
+	"math"
+	"sync/atomic"
+)
 
 // maxSchedule bounds the precomputed wrr cycle (sum of weights divided by
 // their gcd). Up to it a pick is one load from the cycle; above it (large
@@ -13,28 +16,43 @@ const maxSchedule = 1 << 16
 // 1 give a a b a c a a; over W/gcd picks each backend is chosen exactly
 // weight/gcd times, and the choices of one backend are spread evenly.
 //
-// Every event loop runs its own sequence, as each nginx worker does, so
-// loops share no written memory. The sequence is periodic, so when its
-// period is at most maxSchedule it is computed once and a loop only keeps
-// its position in it; loop l starts l/Loops of the way in, so that the
-// loops do not all send their first connection to the same backend.
+// Every picker runs its own sequence, as each nginx worker does, so pickers
+// share no written memory and each picker's sequence is smooth on its own.
+// The sequence is periodic, so when its period is at most maxSchedule it is
+// computed once and a picker only keeps its position in it. The k-th picker
+// made starts the fractional part of k/φ of the way in (a golden-ratio Weyl
+// sequence, which spreads any number of starting points nearly evenly over
+// the cycle), so that the event loops do not all send their first
+// connection to the same backend.
 type wrr struct {
 	weights []int64
 	total   int64
 	// sched is the cycle, if it was short enough to precompute.
 	sched []uint32
-	// state holds, for loop l at l*stride+linePad: the position in sched,
-	// or the current values of nginx's step. The stride leaves a 128-byte
-	// gap between loops so that no two loops write one cache line.
-	state  []int64
-	stride int
+	// made counts the pickers made, for their starting points.
+	made atomic.Uint64
 }
 
-const linePad = 16 // int64s: two cache lines
+// wrrPicker is one caller's place in a wrr sequence: the position in
+// sched, or the current values of nginx's step.
+type wrrPicker struct {
+	w     *wrr
+	sched []uint32 // w.sched, read without going through w
+	pos   int64
+	cur   []int64
+	_     [pickerSize - 64]byte
+}
 
-var _ Balancer = (*wrr)(nil)
+// linePad is the gap, in int64s, left on either side of a picker's current
+// values: two cache lines, so that no other object shares theirs.
+const linePad = 16
 
-func newWRR(backends []Backend, loops int) *wrr {
+var (
+	_ Balancer = (*wrr)(nil)
+	_ Picker   = (*wrrPicker)(nil)
+)
+
+func newWRR(backends []Backend) *wrr {
 	n := len(backends)
 	w := &wrr{weights: make([]int64, n)}
 	var g int64
@@ -51,42 +69,45 @@ func newWRR(backends []Backend, loops int) *wrr {
 		for k := range w.sched {
 			w.sched[k] = uint32(w.step(cur, nil))
 		}
-		w.stride = 1 + linePad
-		w.state = make([]int64, loops*w.stride+linePad)
-		for l := 0; l < loops; l++ {
-			w.state[l*w.stride+linePad] = int64(l) * period / int64(loops)
-		}
-		return w
 	}
-	w.stride = (n+7)/8*8 + linePad
-	w.state = make([]int64, loops*w.stride+linePad)
 	return w
 }
 
-// Pick returns the next backend of the calling loop's sequence. A tried
-// backend is passed over: on the precomputed cycle the loop moves on to the
-// next entry that is not tried, spending the skipped turns, so the cycle
-// itself stays smooth; in nginx's step the tried backends sit the pick out,
-// as nginx does for its retries. Pick panics if loop is not in
-// [0, Options.Loops).
-func (w *wrr) Pick(_ uint64, loop int, tried *Tried) int {
-	base := loop*w.stride + linePad
+// NewPicker returns a picker at the next starting point of the cycle, or
+// with nginx's current values all zero.
+func (w *wrr) NewPicker() Picker {
+	p := &wrrPicker{w: w, sched: w.sched}
 	if w.sched == nil {
-		return w.step(w.state[base:base+len(w.weights)], tried)
+		n := len(w.weights)
+		p.cur = make([]int64, n+2*linePad)[linePad : linePad+n : linePad+n]
+		return p
 	}
-	pos := &w.state[base]
-	p := *pos
-	period := int64(len(w.sched))
-	if tried.Len() > 0 && allTried(tried, len(w.weights)) {
+	k := w.made.Add(1) - 1
+	p.pos = int64(reduce(k*golden64, uint64(len(w.sched))))
+	return p
+}
+
+// Pick returns the next backend of the picker's sequence. A tried backend
+// is passed over: on the precomputed cycle the picker moves on to the next
+// entry that is not tried, spending the skipped turns, so the cycle itself
+// stays smooth; in nginx's step the tried backends sit the pick out, as
+// nginx does for its retries.
+func (p *wrrPicker) Pick(_ uint64, tried *Tried) int {
+	if p.sched == nil {
+		return p.w.step(p.cur, tried)
+	}
+	pos := p.pos
+	period := int64(len(p.sched))
+	if tried.Len() > 0 && allTried(tried, len(p.w.weights)) {
 		return -1
 	}
 	for k := int64(0); k < period; k++ {
-		b := int(w.sched[p])
-		if p++; p == period {
-			p = 0
+		b := int(p.sched[pos])
+		if pos++; pos == period {
+			pos = 0
 		}
 		if tried.Len() == 0 || !tried.Has(b) {
-			*pos = p
+			p.pos = pos
 			return b
 		}
 	}

@@ -7,19 +7,18 @@ import (
 	"testing"
 )
 
-// dynamicWRR is a wrr forced onto nginx's step, whatever its period.
-func dynamicWRR(bs []Backend, loops int) *wrr {
-	w := newWRR(bs, loops)
+// dynamicWRR is a wrr forced onto nginx's step, whatever its period: its
+// pickers keep current values rather than a position in the cycle.
+func dynamicWRR(bs []Backend) *wrr {
+	w := newWRR(bs)
 	w.sched = nil
-	w.stride = (len(bs)+7)/8*8 + linePad
-	w.state = make([]int64, loops*w.stride+linePad)
 	return w
 }
 
-func sequence(b Balancer, loop, picks int) string {
+func sequence(p Picker, picks int) string {
 	var sb strings.Builder
 	for range picks {
-		sb.WriteByte(byte('a' + b.Pick(0, loop, nil)))
+		sb.WriteByte(byte('a' + p.Pick(0, nil)))
 	}
 	return sb.String()
 }
@@ -31,10 +30,10 @@ func TestWRRSequence(t *testing.T) {
 		desc string
 		b    Balancer
 	}{
-		{"cycle", newWRR(bs, 1)},
-		{"step", dynamicWRR(bs, 1)},
+		{"cycle", newWRR(bs)},
+		{"step", dynamicWRR(bs)},
 	} {
-		if got, want := sequence(tc.b, 0, 21), "aabacaaaabacaaaabacaa"; got != want {
+		if got, want := sequence(tc.b.NewPicker(), 21), "aabacaaaabacaaaabacaa"; got != want {
 			t.Errorf("%s: %s, want %s", tc.desc, got, want)
 		}
 	}
@@ -62,11 +61,12 @@ func TestWRRCycle(t *testing.T) {
 				g = gcd(int64(w), g)
 			}
 			period := total / g
-			for _, b := range []*wrr{newWRR(bs, 1), dynamicWRR(bs, 1)} {
+			for _, b := range []*wrr{newWRR(bs), dynamicWRR(bs)} {
+				pk := b.NewPicker()
 				got := make([]int64, len(ws))
 				worst := 0.0
 				for t0 := int64(1); t0 <= 2*period; t0++ {
-					got[b.Pick(0, 0, nil)]++
+					got[pk.Pick(0, nil)]++
 					for i, w := range ws {
 						exact := float64(t0) * float64(w) / float64(total)
 						worst = max(worst, float64(got[i])-exact, exact-float64(got[i]))
@@ -87,17 +87,18 @@ func TestWRRCycle(t *testing.T) {
 	}
 }
 
-// TestWRRLoops: each loop runs the whole cycle on its own, from a
-// different starting point.
-func TestWRRLoops(t *testing.T) {
+// TestWRRPickers: each picker (one per event loop) runs the whole cycle on
+// its own, from a different starting point.
+func TestWRRPickers(t *testing.T) {
 	bs := backends(3, func(i int) int { return []int{5, 1, 1}[i] })
-	b := newWRR(bs, 2)
-	l0, l1 := sequence(b, 0, 14), sequence(b, 1, 14)
+	b := newWRR(bs)
+	p0, p1 := b.NewPicker(), b.NewPicker()
+	l0, l1 := sequence(p0, 14), sequence(p1, 14)
 	if l0 != "aabacaaaabacaa" {
-		t.Errorf("loop 0: %s", l0)
+		t.Errorf("picker 0: %s", l0)
 	}
 	if l1 == l0 || !strings.Contains(l0+l0, l1[:7]) {
-		t.Errorf("loop 1 (%s) is not a rotation of loop 0's cycle", l1)
+		t.Errorf("picker 1 (%s) is not a rotation of picker 0's cycle", l1)
 	}
 }
 
@@ -105,19 +106,34 @@ func TestWRRLoops(t *testing.T) {
 // relative shares.
 func TestWRRTried(t *testing.T) {
 	bs := backends(3, func(i int) int { return []int{5, 1, 2}[i] })
-	for _, b := range []*wrr{newWRR(bs, 1), dynamicWRR(bs, 1)} {
+	for _, b := range []*wrr{newWRR(bs), dynamicWRR(bs)} {
+		pk := b.NewPicker()
 		var tried Tried
 		tried.Add(0)
 		got := make([]int, 3)
 		for range 300 {
-			got[b.Pick(0, 0, &tried)]++
+			got[pk.Pick(0, &tried)]++
 		}
 		if got[0] != 0 || got[2] != 2*got[1] {
 			t.Errorf("sched=%v: picks %v with backend 0 tried", b.sched != nil, got)
 		}
 		// The untried sequence carries on smoothly afterwards.
-		if s := sequence(b, 0, 16); strings.Count(s, "a") != 10 || strings.Contains(s, "aaa") {
+		if s := sequence(pk, 16); strings.Count(s, "a") != 10 || strings.Contains(s, "aaa") {
 			t.Errorf("sched=%v: after retries, %s", b.sched != nil, s)
 		}
+	}
+}
+
+// TestWRRPickersSpread: the pickers of one balancer start at points spread
+// over the cycle, so that the event loops' first connections do not all go
+// to one backend.
+func TestWRRPickersSpread(t *testing.T) {
+	b := newWRR(backends(8, one))
+	first := map[int]bool{}
+	for range 8 {
+		first[b.NewPicker().Pick(0, nil)] = true
+	}
+	if len(first) < 6 {
+		t.Errorf("8 pickers start on %d distinct backends of 8", len(first))
 	}
 }

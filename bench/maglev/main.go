@@ -137,10 +137,10 @@ func maglevMethod() method {
 			}
 		},
 		pick: func(names []string, m int) func(b *testing.B) {
-			var bal balancer.Balancer = newTable(names, m)
-			return pickBench(func(k uint64) int { return bal.Pick(k, 0, nil) })
+			var pk balancer.Picker = newTable(names, m).NewPicker()
+			return pickBench(func(k uint64) int { return pk.Pick(k, nil) })
 		},
-		note: "lbd's balancer.Maglev: table build; pick = Balancer.Pick",
+		note: "lbd's balancer.Maglev: table build; pick = Picker.Pick",
 	}
 }
 

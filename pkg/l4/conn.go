@@ -61,7 +61,8 @@ type conn struct {
 
 	ln      *Listener
 	cfg     *ListenerConfig
-	snap    *pool.Snapshot // while connecting, for retries
+	snap    *pool.Snapshot  // while connecting, for retries
+	picker  balancer.Picker // the loop's picker for snap
 	backend *pool.Backend
 	tried   balancer.Tried
 	tries   int
@@ -300,7 +301,7 @@ func (l *loop) closeConn(c *conn, reset bool) {
 	l.activeCount.Store(l.activeConn)
 	c.state = stFree
 	c.queued = false
-	c.snap = nil
+	c.snap, c.picker = nil, nil
 	c.ln, c.cfg = nil, nil
 	c.header = nil
 	c.gen = (c.gen + 1) & genMask

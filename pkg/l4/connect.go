@@ -13,17 +13,32 @@ import (
 // The backend side of a connection: picking a backend, the non-blocking
 // connect and its retries, and the outbound PROXY header.
 
+// picker returns the loop's picker for snap, a snapshot of ln's pool: the
+// one it keeps for ln, made anew when the pool has published another
+// snapshot since. Every loop picks with pickers of its own, so that no two
+// cores share a lock or a written cache line, and a pick allocates nothing.
+func (l *loop) picker(ln *Listener, snap *pool.Snapshot) balancer.Picker {
+	lp := &ln.pickers[l.id]
+	if lp.snap != snap {
+		lp.snap, lp.picker = snap, snap.Balancer.NewPicker()
+	}
+	return lp.picker
+}
+
 // connect picks a backend not yet tried and starts a non-blocking connect
 // to it. When every allowed attempt has failed, the client is closed and
 // counted as no_backend.
 func (l *loop) connect(c *conn) {
 	if c.snap == nil {
 		c.snap = c.cfg.Pool.Snapshot()
+		// A retry keeps the picker of its snapshot, even once the loop
+		// has moved on to a newer one.
+		c.picker = l.picker(c.ln, c.snap)
 	}
 	snap := c.snap
 	key := balancer.HashKey(c.client.Addr(), c.client.Port(), snap.HashPort)
 	for c.tries <= c.cfg.Retries && c.tried.Len() < balancer.MaxTried {
-		idx := snap.Balancer.Pick(key, l.id, &c.tried)
+		idx := c.picker.Pick(key, &c.tried)
 		if idx < 0 {
 			break
 		}
@@ -130,7 +145,7 @@ func (l *loop) connected(c *conn) {
 	// The connect started ConnectTimeout before its deadline.
 	c.cfg.Pool.ObserveConnect(l.id, time.Duration(l.now-c.deadline)+c.cfg.ConnectTimeout)
 	c.cfg.Pool.ConnectSucceeded(b)
-	c.snap = nil
+	c.snap, c.picker = nil, nil
 	c.state = stForwarding
 	c.lastSeen = l.now
 	c.rd[sideBackend], c.wr[sideBackend] = true, true

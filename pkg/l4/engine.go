@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
@@ -160,6 +161,19 @@ type Listener struct {
 	udpStats []UDPLoopStats
 	fds      []int // one SO_REUSEPORT socket per loop
 	closed   bool
+	// pickers holds each loop's picker for the listener's pool (see
+	// loop.picker), indexed by loop.
+	pickers []loopPicker
+}
+
+// loopPicker is one loop's picker for a listener: made by the balancer of
+// snap, the pool's snapshot the loop picked from last, and kept until the
+// pool publishes another. Only that loop touches it, so a pick takes no
+// lock, and allocates nothing while the snapshot stays the same.
+type loopPicker struct {
+	snap   *pool.Snapshot
+	picker balancer.Picker
+	_      [40]byte // each loop's on a cache line of its own
 }
 
 // UDP reports whether this is a udp listener.
@@ -338,7 +352,7 @@ func (e *Engine) Listen(cfg ListenerConfig) (*Listener, error) {
 	if cfg.ProxyHeaderTimeout <= 0 {
 		cfg.ProxyHeaderTimeout = 5 * time.Second
 	}
-	ln := &Listener{stats: make([]ListenerLoopStats, len(e.loops)), udp: cfg.UDP}
+	ln := &Listener{stats: make([]ListenerLoopStats, len(e.loops)), pickers: make([]loopPicker, len(e.loops)), udp: cfg.UDP}
 	if cfg.UDP {
 		ln.udpStats = make([]UDPLoopStats, len(e.loops))
 	}

@@ -190,10 +190,11 @@ func (l *loop) newFlow(ll *loopListener, client netip.AddrPort, local netip.Addr
 		}
 	}()
 	snap := cfg.Pool.Snapshot()
+	picker := l.picker(ln, snap)
 	key := balancer.HashKey(client.Addr(), client.Port(), snap.HashPort)
 	var tried balancer.Tried
 	for tried.Len() < balancer.MaxTried {
-		idx := snap.Balancer.Pick(key, l.id, &tried)
+		idx := picker.Pick(key, &tried)
 		if idx < 0 {
 			break
 		}

@@ -80,7 +80,7 @@ func testPool(t testing.TB, algorithm string, addrs ...netip.AddrPort) *pool.Poo
 	for i, a := range addrs {
 		spec.Backends = append(spec.Backends, pool.BackendSpec{Name: fmt.Sprintf("b%d", i), Address: a, Weight: 100})
 	}
-	p, err := pool.New(spec, pool.Options{Loops: Slots}, nil)
+	p, err := pool.New(spec, pool.Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

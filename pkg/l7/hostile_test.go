@@ -171,27 +171,6 @@ func TestHeaderSet(t *testing.T) {
 	}
 }
 
-func TestPickersExclusive(t *testing.T) {
-	var p pickers
-	var inUse [Slots]atomic.Int32
-	var wg sync.WaitGroup
-	for g := 0; g < 4*Slots; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 1000; i++ {
-				s := p.acquire()
-				if inUse[s].Add(1) != 1 {
-					t.Errorf("slot %d shared", s)
-				}
-				inUse[s].Add(-1)
-				p.release(s)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
 // FuzzRequest writes raw bytes to a running server over a socket. The server
 // must never panic, and the backend must never see a request that carried
 // both Content-Length and Transfer-Encoding (it sees only what lbd forwards,

@@ -120,10 +120,7 @@ func TestStreamedResponseCounted(t *testing.T) {
 		t.Fatalf("client got %d bytes", n+1000)
 	}
 	nettest.Eventually(t, "the stream to end", func() bool { return b.Active.Load() == 0 })
-	var sent uint64
-	for i := range Slots {
-		sent += b.Stats(i).BytesToClient.Load()
-	}
+	_, _, _, sent := b.Totals()
 	if sent != 4*uint64(len(chunk)) {
 		t.Fatalf("BytesToClient %d, want %d", sent, 4*len(chunk))
 	}

@@ -25,28 +25,6 @@ const (
 	MaxIdleConnDuration = 30 * time.Second
 )
 
-// pickers are the Slots picker slots (see Slots).
-type pickers struct {
-	next  atomic.Uint32
-	slots [Slots]sync.Mutex
-}
-
-// acquire returns a locked slot: the first free one from a rotating start,
-// or, when every slot is busy, the start slot once it frees up.
-func (p *pickers) acquire() int {
-	start := int(p.next.Add(1) % Slots)
-	for i := 0; i < Slots; i++ {
-		j := (start + i) % Slots
-		if p.slots[j].TryLock() {
-			return j
-		}
-	}
-	p.slots[start].Lock()
-	return start
-}
-
-func (p *pickers) release(i int) { p.slots[i].Unlock() }
-
 // dialError marks a failure to connect, the one failure that may be retried
 // on another backend whatever happened to the request, since it never left.
 type dialError struct{ err error }
@@ -98,19 +76,19 @@ func (x *exchange) backends() *pool.Snapshot {
 // with the try's error, nil for a success, which passive health hears of
 // here. It reports false when no try ended it: every backend allowed was
 // tried, or none was left to pick.
-func (x *exchange) tryBackends(snap *pool.Snapshot, try func(b *pool.Backend, loop int) error) (bool, error) {
+func (x *exchange) tryBackends(snap *pool.Snapshot, try func(b *pool.Backend) error) (bool, error) {
 	key := balancer.HashKey(x.peer.Addr(), x.peer.Port(), snap.HashPort)
 	for attempt := 0; attempt <= x.st.cfg.Retries && x.tried.Len() < balancer.MaxTried; attempt++ {
-		b, loop := x.pick(snap, key)
+		b := x.pick(snap, key)
 		if b == nil {
 			break
 		}
-		err := try(b, loop)
+		err := try(b)
 		switch {
 		case err == errUploadsFull:
 			continue
 		case isDialError(err):
-			b.Stats(loop).ConnectErrors.Add(1)
+			b.SharedStats().ConnectErrors.Add(1)
 			x.route.Pool.ConnectFailed(b)
 			continue
 		case err == nil:
@@ -295,7 +273,7 @@ func (p *proxyStage) serve(x *exchange) {
 		stats *pool.LoopStats
 		br    *fasthttp.Response
 	)
-	done, err := x.tryBackends(snap, func(cand *pool.Backend, loop int) error {
+	done, err := x.tryBackends(snap, func(cand *pool.Backend) error {
 		if x.body.src != nil && !p.s.startUpload(cand) {
 			// This backend's connections are taken by streamed uploads
 			// up to their share: another backend, or 503.
@@ -303,7 +281,7 @@ func (p *proxyStage) serve(x *exchange) {
 			return errUploadsFull
 		}
 		hc := p.s.client(cand, x.st)
-		b, stats = cand, cand.Stats(loop)
+		b, stats = cand, cand.SharedStats()
 
 		b.Active.Add(1)
 		// The backend's answer goes into a response of its own, so that
@@ -635,19 +613,16 @@ func dropTrailer(h *fasthttp.RequestHeader) {
 	}
 }
 
-// pick picks a backend of snap not tried yet for the request, under a
-// picker slot, and notes it tried; nil when there is none. loop is the
-// slot's loop index, for the backend's per-loop stats.
-func (x *exchange) pick(snap *pool.Snapshot, key uint64) (b *pool.Backend, loop int) {
-	slot := sharedSlots.acquire()
-	loop = x.st.cfg.LoopBase + slot
-	i := snap.Balancer.Pick(key, loop, &x.tried)
-	sharedSlots.release(slot)
+// pick picks a backend of snap not tried yet for the request and notes it
+// tried; nil when there is none. Handlers run on any goroutine, so the pick
+// goes through the snapshot's own pickers (pool.Snapshot.Pick).
+func (x *exchange) pick(snap *pool.Snapshot, key uint64) *pool.Backend {
+	i := snap.Pick(key, &x.tried)
 	if i < 0 {
-		return nil, loop
+		return nil
 	}
 	x.tried.Add(i)
-	return snap.Backends[i], loop
+	return snap.Backends[i]
 }
 
 // prepareRequest strips hop-by-hop headers, and from an untrusted peer the

@@ -46,21 +46,6 @@ import (
 	"github.com/lbd-lb/lbd/pkg/pool"
 )
 
-// Slots is the number of picker slots that the http listeners of a
-// process share, and the number of loops, from Config.LoopBase on, that
-// every pool handed to l7 must have beyond those of the event loops.
-//
-// balancer.Pick and pool.Backend.Stats take a loop index that selects
-// per-loop state which is not safe for concurrent use, while fasthttp runs
-// handlers on any number of goroutines. The package therefore keeps Slots
-// mutex-guarded slots, shared by every Server (two listeners may feed one
-// pool); a pick takes a free one with TryLock (waiting on one only when all
-// are busy) and uses LoopBase plus its index as the loop.
-const Slots = 8
-
-// sharedSlots are the picker slots of every Server in the process.
-var sharedSlots pickers
-
 // Errors returned, wrapped, by New and Update.
 var (
 	ErrConfig = errors.New("l7: bad config")
@@ -70,8 +55,10 @@ var (
 type Route struct {
 	Name string
 	Spec route.Spec
-	// Pool receives the route's requests. It must be built with
-	// pool.Options{Loops: Config.LoopBase + Slots}.
+	// Pool receives the route's requests. Handlers run on any goroutine:
+	// they pick through the snapshots' own pickers (pool.Snapshot.Pick)
+	// and count through the backends' shared counters
+	// (pool.Backend.SharedStats), never through an event loop's.
 	Pool *pool.Pool
 	// Auth verifies bearer tokens; nil means no authentication.
 	Auth *auth.Verifier
@@ -137,10 +124,6 @@ type Config struct {
 	// SourcePrefixV6 is the prefix length, 1 to 128, by which IPv6 client
 	// addresses share a client_ip rate-limit bucket.
 	SourcePrefixV6 int
-	// LoopBase is the first pool loop index l7 may use: pools are built
-	// with LoopBase+Slots loops, the first LoopBase belonging to the
-	// event loops. Every Server of a process must use the same one.
-	LoopBase int
 }
 
 // Server is an http listener. It is safe for concurrent use.

@@ -45,10 +45,9 @@ func (p *proxyStage) tunnel(x *exchange) {
 	// but on a connection of its own.
 	var conn net.Conn
 	var b *pool.Backend
-	var loop int
-	if done, _ := x.tryBackends(snap, func(cand *pool.Backend, l int) (err error) {
+	if done, _ := x.tryBackends(snap, func(cand *pool.Backend) (err error) {
 		conn, err = dialBackend(cand.Addr.String(), x.st.cfg.ConnectTimeout)
-		b, loop = cand, l
+		b = cand
 		return err
 	}); !done {
 		r.stats.backendErrors.Add(1)
@@ -109,7 +108,7 @@ func (p *proxyStage) tunnel(x *exchange) {
 			conn.Close()
 		}
 	})
-	stats := b.Stats(loop)
+	stats := b.SharedStats()
 	ctx.Hijack(func(client net.Conn) {
 		orphan.Stop()
 		defer conn.Close()

@@ -1,7 +1,7 @@
 // Package metrics exposes lbd's counters to Prometheus. The data plane
-// keeps its counters per event loop, written only by their loop; the
-// collector here sums them when Prometheus scrapes, so forwarding never
-// waits on metrics.
+// keeps its counters per event loop, written only by their loop (the http
+// listeners' in shards of their own); the collector here sums them when
+// Prometheus scrapes, so forwarding never waits on metrics.
 package metrics
 
 import (

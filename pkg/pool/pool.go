@@ -1,17 +1,19 @@
 // Package pool holds the live set of backends of one pool: their addresses,
 // health and operator state, weights, exact active-connection counts and
-// per-loop traffic counters. It joins the balancer and the health checker:
+// sharded traffic counters. It joins the balancer and the health checker:
 // every change of state rebuilds the balancer over the eligible backends,
 // off the hot path, and publishes it as an immutable Snapshot through an
 // atomic pointer. The event loops read the snapshot on every new connection
-// and never take a lock.
+// and pick with pickers of their own; nothing on that path takes a lock.
 package pool
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -41,7 +43,8 @@ type Spec struct {
 // Options are the pool's ties to the rest of the process.
 type Options struct {
 	// Loops is the number of event loops; per-loop counters are sized by
-	// it. At least 1.
+	// it. At least 1. Callers that are not event loops count through
+	// Backend.SharedStats instead.
 	Loops int
 	// Logger receives one info line per change of a backend's state.
 	Logger *slog.Logger
@@ -80,7 +83,8 @@ func (s AdminState) String() string {
 
 // LoopStats are one event loop's counters for one backend. Only that loop
 // writes them, so the atomics are never contended; they are atomics so that
-// a metrics scrape can read them while the loop runs.
+// a metrics scrape can read them while the loop runs. The same counters
+// also make the shards of SharedStats.
 type LoopStats struct {
 	Connections    atomic.Uint64
 	ConnectErrors  atomic.Uint64
@@ -120,10 +124,30 @@ type Backend struct {
 	owner atomic.Pointer[Pool]
 
 	stats []LoopStats
+	// shared are the counter shards of callers that are not event loops
+	// (see SharedStats), one per CPU the process had when the backend was
+	// made.
+	shared []LoopStats
 }
 
-// Stats returns the counters kept by loop i.
+// Stats returns the counters kept by loop i, 0 <= i < Options.Loops. Only
+// that event loop may write them.
 func (b *Backend) Stats(loop int) *LoopStats { return &b.stats[loop] }
+
+// SharedStats returns one of the counter shards kept for callers that are
+// not event loops, such as the http listeners, whose handlers run on any
+// goroutine: a shard chosen at random, so that goroutines on different
+// cores seldom write the same one. Any goroutine may write it (the
+// counters are atomics), and may keep it for the rest of a request. It
+// allocates nothing and takes no lock.
+func (b *Backend) SharedStats() *LoopStats {
+	i := uint64(rand.Uint32()) * uint64(len(b.shared)) >> 32
+	return &b.shared[i]
+}
+
+func newBackend(name string, addr netip.AddrPort, loops int) *Backend {
+	return &Backend{Name: name, Addr: addr, stats: make([]LoopStats, loops), shared: make([]LoopStats, runtime.GOMAXPROCS(0))}
+}
 
 // Weight is the backend's current weight.
 func (b *Backend) Weight() int { return int(b.weight.Load()) }
@@ -145,25 +169,53 @@ func (b *Backend) HealthChecks() (ok, failed uint64) {
 	return b.checksOK.Load(), b.checksFailed.Load()
 }
 
-// Totals sums the per-loop counters.
+// Totals sums the counters of every loop and shared shard.
 func (b *Backend) Totals() (conns, errs, toBackend, toClient uint64) {
-	for i := range b.stats {
-		s := &b.stats[i]
-		conns += s.Connections.Load()
-		errs += s.ConnectErrors.Load()
-		toBackend += s.BytesToBackend.Load()
-		toClient += s.BytesToClient.Load()
+	for _, shards := range [][]LoopStats{b.stats, b.shared} {
+		for i := range shards {
+			s := &shards[i]
+			conns += s.Connections.Load()
+			errs += s.ConnectErrors.Load()
+			toBackend += s.BytesToBackend.Load()
+			toClient += s.BytesToClient.Load()
+		}
 	}
 	return
 }
 
 // Snapshot is the immutable set of backends eligible for new connections,
 // with the balancer built over exactly that slice.
+//
+// An event loop keeps a picker of its own per snapshot
+// (Balancer.NewPicker). Callers on arbitrary goroutines, such as the http
+// listeners, pick with Pick, through pickers that the snapshot keeps for
+// them.
 type Snapshot struct {
 	Backends []*Backend
 	Balancer balancer.Balancer
 	// HashPort makes the client port part of the maglev key.
 	HashPort bool
+
+	// pickers are Pick's pickers of Balancer, each held by one pick at a
+	// time.
+	pickers sync.Pool
+}
+
+// Pick returns the index in Backends of the backend for a new connection,
+// or -1 when every one is excluded by tried, like balancer.Picker.Pick. It
+// is safe for concurrent use from any goroutine: each call holds one of
+// the snapshot's pickers for the pick alone. sync.Pool keeps them per core,
+// so goroutines on different cores share no lock and no picker, and a
+// goroutine mostly meets the picker its core used last, whose sequence
+// (wrr) stays smooth. Once a core has a picker, Pick allocates nothing.
+func (s *Snapshot) Pick(key uint64, tried *balancer.Tried) int {
+	pk, _ := s.pickers.Get().(balancer.Picker)
+	if pk == nil {
+		pk = s.Balancer.NewPicker()
+	}
+	i := pk.Pick(key, tried)
+	s.pickers.Put(pk)
+	return i
 }
 
 // Errors from operator actions.
@@ -241,7 +293,7 @@ func New(spec Spec, opts Options, prev *Pool) (*Pool, error) {
 			}
 		}
 		if b == nil {
-			b = &Backend{Name: name, Addr: bs.Address, stats: make([]LoopStats, opts.Loops)}
+			b = newBackend(name, bs.Address, opts.Loops)
 			b.weight.Store(int32(bs.Weight))
 			b.MaxConn.Store(int64(bs.MaxConnections))
 		}
@@ -489,7 +541,7 @@ func (p *Pool) buildLocked(set []*Backend) (balancer.Balancer, error) {
 		}
 		bb[i] = balancer.Backend{Name: b.Name, Weight: w, Active: &b.Active}
 	}
-	return balancer.New(p.spec.Algorithm, bb, balancer.Options{Loops: p.opts.Loops, TableSize: p.spec.MaglevTableSize})
+	return balancer.New(p.spec.Algorithm, bb, balancer.Options{TableSize: p.spec.MaglevTableSize})
 }
 
 // ConnectFailed records a failed connect to b seen by the data plane.

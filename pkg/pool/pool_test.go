@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-lb/lbd/balancer"
 	"github.com/lbd-lb/lbd/healthcheck"
 	"github.com/lbd-lb/lbd/internal/nettest"
 )
@@ -25,10 +26,16 @@ func spec(algorithm string, weights ...int) Spec {
 	return s
 }
 
+// share counts the picks of 1000 connections spread over loops event
+// loops, each with its own picker.
 func share(snap *Snapshot, loops int) []int {
+	pickers := make([]balancer.Picker, loops)
+	for i := range pickers {
+		pickers[i] = snap.Balancer.NewPicker()
+	}
 	counts := make([]int, len(snap.Backends))
 	for k := 0; k < 1000; k++ {
-		counts[snap.Balancer.Pick(uint64(k), k%loops, nil)]++
+		counts[pickers[k%loops].Pick(uint64(k), nil)]++
 	}
 	return counts
 }
@@ -278,7 +285,7 @@ func TestAllDown(t *testing.T) {
 		step(t, p, clock)
 	}
 	nettest.Eventually(t, "empty snapshot", func() bool { return len(p.Snapshot().Backends) == 0 })
-	if p.Snapshot().Balancer.Pick(1, 0, nil) != -1 {
+	if p.Snapshot().Balancer.NewPicker().Pick(1, nil) != -1 || p.Snapshot().Pick(1, nil) != -1 {
 		t.Fatal("pick from an empty pool")
 	}
 }
@@ -384,5 +391,109 @@ func TestHealthPerPool(t *testing.T) {
 	oldPool.Close()
 	if !a.Healthy() {
 		t.Fatal("live pool's view not published")
+	}
+}
+
+// TestSharedStats: counts made through the shared shards from many
+// goroutines at once, beside a loop's own, all reach Totals; run with
+// -race.
+func TestSharedStats(t *testing.T) {
+	p, err := New(spec("wrr", 1), Options{Loops: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b := p.Backends()[0]
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				s := b.SharedStats()
+				s.Connections.Add(1)
+				s.BytesToClient.Add(3)
+			}
+		}()
+	}
+	b.Stats(1).Connections.Add(5)
+	wg.Wait()
+	if conns, _, _, toClient := b.Totals(); conns != 8005 || toClient != 24000 {
+		t.Fatalf("Totals: %d connections, %d bytes to client; want 8005, 24000", conns, toClient)
+	}
+}
+
+func TestSharedStatsNoAllocs(t *testing.T) {
+	p, err := New(spec("wrr", 1), Options{Loops: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b := p.Backends()[0]
+	if n := testing.AllocsPerRun(1000, func() { b.SharedStats().Connections.Add(1) }); n != 0 {
+		t.Fatalf("%v allocations per SharedStats", n)
+	}
+}
+
+// TestSnapshotPick: Pick from many goroutines at once, as the http
+// listeners do, honours tried and reaches every backend; run with -race.
+func TestSnapshotPick(t *testing.T) {
+	for _, alg := range []string{"maglev", "least_conn", "wrr", "p2c"} {
+		p, err := New(spec(alg, 1, 2, 3), Options{Loops: 1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap := p.Snapshot()
+		var mu sync.Mutex
+		seen := map[int]bool{}
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range 500 {
+					var tried balancer.Tried
+					tried.Add(k % 3)
+					i := snap.Pick(uint64(g*1000+k)*0x9e3779b97f4a7c15, &tried)
+					if i < 0 || i > 2 || tried.Has(i) {
+						t.Errorf("%s: tried %d, Pick = %d", alg, k%3, i)
+						return
+					}
+					mu.Lock()
+					seen[i] = true
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(seen) != 3 {
+			t.Errorf("%s: backends reached: %v", alg, seen)
+		}
+		p.Close()
+	}
+}
+
+func TestSnapshotPickNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under -race")
+	}
+	for _, alg := range []string{"maglev", "least_conn", "wrr", "p2c"} {
+		p, err := New(spec(alg, 1, 2, 3), Options{Loops: 1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap := p.Snapshot()
+		snap.Pick(1, nil)
+		var tried balancer.Tried
+		tried.Add(1)
+		key := uint64(0)
+		if n := testing.AllocsPerRun(1000, func() {
+			key += 0x9e3779b97f4a7c15
+			snap.Pick(key, nil)
+			snap.Pick(key, &tried)
+		}); n != 0 {
+			t.Errorf("%s: %v allocations per pick", alg, n)
+		}
+		p.Close()
 	}
 }

@@ -70,7 +70,7 @@ func (s *Server) l7Config(lc config.Listener, pools map[string]*pool.Pool, verif
 		Name: lc.Name, TrustedProxies: lc.TrustedProxies, AcceptProxyProtocol: lc.AcceptProxyProtocol,
 		HeaderTimeout: lc.HeaderTimeout, ReadTimeout: lc.ReadTimeout, WriteTimeout: lc.WriteTimeout,
 		TunnelTimeout: lc.TunnelTimeout, IdleTimeout: lc.IdleTimeout, MaxHeaderBytes: lc.MaxHeaderBytes, MaxBodyBytes: lc.MaxBodyBytes,
-		MaxConnections: lc.MaxConnections, ConnectTimeout: lc.ConnectTimeout, Retries: lc.Retries, LoopBase: s.engine.Loops(),
+		MaxConnections: lc.MaxConnections, ConnectTimeout: lc.ConnectTimeout, Retries: lc.Retries,
 	}
 	if lc.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(lc.TLSCertFile, lc.TLSKeyFile)

@@ -96,9 +96,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 
 // buildPools makes the pools of cfg, carrying backends over from prev.
 func (s *Server) buildPools(cfg *config.Config, prev map[string]*pool.Pool) (map[string]*pool.Pool, error) {
-	// The event loops use loops 0..Loops()-1 of every pool; the http
-	// listeners' picker slots use the next l7.Slots.
-	popts := pool.Options{Loops: s.engine.Loops() + l7.Slots, Logger: s.log, OnDisable: s.engine.CloseBackend}
+	// Per-loop state in a pool is the event loops'; the http listeners
+	// pick and count through the pool's shared pickers and counters.
+	popts := pool.Options{Loops: s.engine.Loops(), Logger: s.log, OnDisable: s.engine.CloseBackend}
 	out := map[string]*pool.Pool{}
 	for _, pc := range cfg.Pools {
 		p, err := pool.New(poolSpec(pc), popts, prev[pc.Name])
