@@ -33,8 +33,11 @@ func (e *dialError) Error() string { return "connect: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 func isDialError(err error) bool {
-	var de *dialError
-	return errors.As(err, &de)
+	if err == nil {
+		return false
+	}
+	_, ok := errors.AsType[*dialError](err)
+	return ok
 }
 
 // dialBackend connects to the backend at addr within timeout; a failure is
