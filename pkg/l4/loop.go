@@ -341,7 +341,7 @@ func (l *loop) runPending() {
 		for _, ll := range acc {
 			ll.more = false
 			if ll.idx < len(l.lns) && l.lns[ll.idx] == ll {
-				l.accept(ll)
+				transports[ll.kind].ready(l, ll)
 			}
 		}
 	}
@@ -485,7 +485,7 @@ func (l *loop) resumeListeners() {
 		if ll != nil && ll.paused && l.now >= ll.pausedUntil {
 			ll.paused = false
 			l.pausedLns--
-			l.accept(ll)
+			transports[ll.kind].ready(l, ll)
 		}
 	}
 }

@@ -411,7 +411,7 @@ func (l *loop) closeFlow(f *flow) {
 func (l *loop) endFlow(f *flow) {
 	u := l.udp
 	delete(u.byKey, flowKey{f.ln, f.client, f.local})
-	if n := len(u.byKey); u.byKeyPeak > minShrink && n < u.byKeyPeak/4 {
+	if n := len(u.byKey); u.byKeyPeak > minTable && n < u.byKeyPeak/4 {
 		// Go maps never give back their buckets: after a flood, a copy
 		// of what is left returns the memory.
 		m := make(map[flowKey]int32, n)
@@ -434,8 +434,6 @@ func (l *loop) flowRefused(f *flow) {
 	l.closeFlow(f)
 }
 
-// minShrink is the least peak worth copying a flow table down from.
-const minShrink = 4096
 
 func (l *loop) armFlow(f *flow) {
 	due := f.due()
