@@ -434,7 +434,6 @@ func (l *loop) flowRefused(f *flow) {
 	l.closeFlow(f)
 }
 
-
 func (l *loop) armFlow(f *flow) {
 	due := f.due()
 	if due == 0 || f.timerTick >= 0 {
